@@ -1,0 +1,3 @@
+"""kerasmed: train medical-imaging models in Keras and ship them anywhere."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from kerasmed.layers.hu_window import HUWindow
+
+__all__ = ["HUWindow"]

@@ -1,0 +1,91 @@
+"""Functional-API 2D U-Net whose graph takes raw HU."""
+
+from __future__ import annotations
+
+import keras
+
+from kerasmed.layers.hu_window import HUWindow
+from serving.errors import ConfigError
+
+NORMALIZATIONS = ("batch", "group", "none")
+
+
+def _norm(x, normalization: str, name: str):
+    if normalization == "batch":
+        return keras.layers.BatchNormalization(name=name)(x)
+    if normalization == "group":
+        return keras.layers.GroupNormalization(groups=min(8, x.shape[-1]), name=name)(x)
+    return x
+
+
+def _conv_block(x, filters: int, normalization: str, name: str):
+    for i in (1, 2):
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", use_bias=normalization == "none", name=f"{name}_conv{i}"
+        )(x)
+        x = _norm(x, normalization, f"{name}_norm{i}")
+        x = keras.layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def unet2d(
+    input_shape=(None, None, 1),
+    num_classes: int = 1,
+    filters: int = 16,
+    depth: int = 3,
+    spatial_dims: int = 2,
+    normalization: str = "batch",
+    hu_window=(-1000.0, 400.0),
+    name: str = "unet2d",
+) -> keras.Model:
+    """Build a 2D U-Net for segmentation.
+
+    Upsampling uses stride-2 transposed convolutions rather than `UpSampling2D`, because TFLite
+    cannot convert the latter with dynamic spatial dimensions.
+
+    Args:
+        input_shape: `(H, W, C)`; `H` and `W` may be `None` (any multiple of `2**depth`).
+        num_classes: 1 gives one sigmoid foreground channel; >1 gives a softmax over classes.
+        filters: filters of the first level, doubled at each level down.
+        depth: number of downsampling steps.
+        spatial_dims: must be 2 for this builder.
+        normalization: one of "batch", "group", "none".
+        hu_window: `(low, high)` HU window of the first layer.
+        name: model name.
+
+    Returns:
+        A `keras.Model` mapping `image` `(N, H, W, C)` raw HU to `probs` `(N, H, W, num_classes)`.
+
+    Raises:
+        ConfigError: on an invalid argument.
+    """
+    if spatial_dims != 2:
+        raise ConfigError(f"`unet2d` builds 2D models only. Received: spatial_dims={spatial_dims}")
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
+        )
+    if depth < 1 or filters < 1 or num_classes < 1:
+        raise ConfigError(
+            "`depth`, `filters` and `num_classes` must be positive. "
+            f"Received: depth={depth}, filters={filters}, num_classes={num_classes}"
+        )
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x = HUWindow(*hu_window, name="hu_window")(inputs)
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, filters * 2**level, normalization, f"down{level}")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = _conv_block(x, filters * 2**depth, normalization, "bottom")
+    for level in reversed(range(depth)):
+        x = keras.layers.Conv2DTranspose(
+            filters * 2**level, 2, strides=2, padding="same", name=f"up{level}_transpose"
+        )(x)
+        x = keras.layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        x = _conv_block(x, filters * 2**level, normalization, f"up{level}")
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    logits = keras.layers.Conv2D(num_classes, 1, name="logits")(x)
+    # float32 output even under mixed precision, so losses and exports see full-precision probabilities.
+    outputs = keras.layers.Activation(activation, dtype="float32", name="probs")(logits)
+    return keras.Model(inputs, outputs, name=name)

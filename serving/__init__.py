@@ -1,0 +1,30 @@
+"""kerasmed runtime: read medical images, preprocess, run exported models. Needs no TensorFlow."""
+
+from serving.errors import (
+    BundleError,
+    ConfigError,
+    DataError,
+    DependencyError,
+    KerasmedError,
+    ParityError,
+)
+from serving.image import Image
+from serving.preprocessing import PreprocessRecord, PreprocessSpec, invert, preprocess
+from serving.runners import Runner, TensorSpec, make_runner
+
+__all__ = [
+    "BundleError",
+    "ConfigError",
+    "DataError",
+    "DependencyError",
+    "Image",
+    "KerasmedError",
+    "ParityError",
+    "PreprocessRecord",
+    "PreprocessSpec",
+    "Runner",
+    "TensorSpec",
+    "invert",
+    "make_runner",
+    "preprocess",
+]

@@ -1,0 +1,96 @@
+"""The Runner interface: one small contract every runtime implements.
+
+A runner takes named numpy inputs and returns named numpy outputs, and reports its tensor specs and
+the provider it runs on. Keras, SavedModel, ONNX and TFLite runners are interchangeable in parity,
+predict and bench.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import numpy as np
+
+from serving.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (`None` for dynamic dimensions) and numpy dtype name of one tensor."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+class Runner(abc.ABC):
+    """Runs one model artefact.
+
+    Subclasses set `format` and implement `_run`, `input_specs`, `output_specs` and `provider`.
+
+    Example:
+        >>> runner = make_runner("onnx", "bundle/model.onnx")
+        >>> probs = runner.run({"image": x})["probs"]   # x: (N, H, W, 1) float32 HU
+    """
+
+    format: str = ""
+
+    @property
+    @abc.abstractmethod
+    def input_specs(self) -> list[TensorSpec]:
+        """Specs of the model inputs."""
+
+    @property
+    @abc.abstractmethod
+    def output_specs(self) -> list[TensorSpec]:
+        """Specs of the model outputs."""
+
+    @property
+    @abc.abstractmethod
+    def provider(self) -> str:
+        """Where it runs, e.g. "CPUExecutionProvider" or "LiteRT XNNPACK"."""
+
+    @abc.abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on validated inputs."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        Args:
+            inputs: one array per input name, e.g. `{"image": (N, H, W, 1) float32}`.
+
+        Returns:
+            One array per output name, e.g. `{"probs": (N, H, W, 1) float32}`.
+
+        Raises:
+            DataError: on a missing or unknown input name, or a rank/channel mismatch.
+        """
+        specs = {s.name: s for s in self.input_specs}
+        if set(inputs) != set(specs):
+            raise DataError(
+                f"{self.format} runner expects inputs {sorted(specs)}. Received: {sorted(inputs)}"
+            )
+        checked = {}
+        for name, value in inputs.items():
+            spec = specs[name]
+            value = np.asarray(value, dtype=spec.dtype)
+            if value.ndim != len(spec.shape) or any(
+                d is not None and d != v for d, v in zip(spec.shape, value.shape)
+            ):
+                raise DataError(
+                    f"Input `{name}` must have shape {spec.shape} (None = any). "
+                    f"Received: shape={value.shape}"
+                )
+            checked[name] = value
+        return self._run(checked)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Single-input, single-output convenience: `run({input: x})[output]`."""
+        (inp,) = self.input_specs
+        outputs = self.run({inp.name: x})
+        return outputs[self.output_specs[0].name]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(format={self.format!r}, provider={self.provider!r})"
