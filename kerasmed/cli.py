@@ -1,0 +1,120 @@
+"""The `kerasmed` command.
+
+Subcommands come from the `kerasmed.commands` entry-point group: this module defines
+`generate`, `train` and `evaluate`; the `export` package contributes `export`, `compare` and `demo`
+without `kerasmed` importing it. User errors print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib.metadata import entry_points
+
+from serving.errors import KerasmedError
+
+EXIT_USER_ERROR = 2
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("config", nargs=None if required else "?",
+                        help="YAML experiment config, e.g. configs/lung_nodule_seg_2d.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.epochs=5 (repeatable)")
+
+
+def _generate(args) -> int:
+    from kerasmed.config import load_config
+    from kerasmed.data.generate import generate_dataset
+
+    config = load_config(args.config, args.overrides)
+    s = config.synthetic
+    manifest = generate_dataset(
+        args.output or config.data.root, num_cases=s.num_cases, seed=s.seed, shape=s.shape,
+        split_fractions=s.split_fractions, progress=not args.quiet, overwrite=args.overwrite,
+    )
+    print(f"dataset: {manifest}")
+    return 0
+
+
+def _train(args) -> int:
+    from kerasmed.config import load_config
+    from kerasmed.training.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    summary = train(config, args.run_dir, progress=not args.quiet)
+    run_dir = args.run_dir or config.run_dir()
+    print(f"run: {run_dir}  best val Dice (slices) {summary['best_val_dice']:.3f} "
+          f"at epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from kerasmed.evaluation.evaluate import evaluate
+
+    s = evaluate(args.run_dir, split=args.split, progress=not args.quiet)
+    print(f"{s['split']} cases: {s['cases']}  model mean Dice {s['mean_dice']:.3f}  "
+          f"baseline mean Dice {s['baseline_mean_dice']:.3f}  -> {args.run_dir}/eval")
+    return 0
+
+
+def register_builtin(sub) -> None:
+    p = sub.add_parser("generate", help="write the synthetic lung-CT dataset (DICOM + NIfTI)",
+                       description="Generate seeded synthetic chest CT cases as DICOM series with "
+                       "NIfTI nodule and lung masks, a manifest.csv and nodules.csv.")
+    add_config_arguments(p)
+    p.add_argument("--output", help="dataset folder (default: data.root of the config)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different existing dataset")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("train", help="train the config's model",
+                       description="Train with tf.data, a distribution strategy and Keras callbacks "
+                       "(best checkpoint, CSV log, TensorBoard, early stopping).")
+    add_config_arguments(p)
+    p.add_argument("--run-dir", help="output folder (default: output_dir/name of the config)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="per-case Dice of a run (and the HU baseline) with plots",
+                       description="Score a trained run on whole cases in the source geometry; "
+                       "writes eval/metrics.csv, summary.json and PNG plots.")
+    p.add_argument("run_dir", help="a finished training run folder")
+    p.add_argument("--split", choices=("train", "val", "test"), help="default: evaluation.split")
+    p.set_defaults(func=_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasmed",
+        description="Train medical-imaging models in Keras, export them to SavedModel, TFLite and "
+        "ONNX, and prove each export gives the same answers.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_builtin(sub)
+    for ep in sorted(entry_points(group="kerasmed.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KerasmedError as err:
+        print(f"kerasmed {args.command}: error: {err}".replace("\n", " "), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"kerasmed {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""tf.data pipelines over the preprocessed cache: balanced 2D patch sampling and validation slices.
+
+Training: pick positive (contains foreground) and negative slices with a fixed mix, crop a patch
+(centred near a random foreground pixel for positives, anywhere for negatives), augment image and
+mask with one random draw, shuffle, batch and prefetch. Validation: whole slices, fixed order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from kerasmed.data.augment import RandomAugment2D
+from kerasmed.data.cache import CachedCase
+from serving.errors import ConfigError, DataError
+
+
+class SliceSampler:
+    """Crops 2D patches from memory-mapped cached volumes (numpy, called through tf.numpy_function).
+
+    Args:
+        cases: cached cases of one split.
+        patch_size: `(h, w)` patch size; must fit inside the cached slices.
+        pad_value: HU used if a patch runs off the slice.
+    """
+
+    def __init__(self, cases: list[CachedCase], patch_size, pad_value=-1024.0):
+        if not cases:
+            raise DataError("No cached cases to sample from. Received: 0 cases")
+        self.cases = cases
+        self.patch = tuple(int(p) for p in patch_size)
+        self.pad_value = float(pad_value)
+        h, w = cases[0].image.shape[1:]
+        if self.patch[0] > h or self.patch[1] > w:
+            raise ConfigError(
+                f"`sampling.patch_size` must fit in the preprocessed slice {(h, w)}. "
+                f"Received: patch_size={self.patch}"
+            )
+        pos, neg = [], []
+        for ci, case in enumerate(cases):
+            has_fg = np.asarray(case.mask).reshape(case.mask.shape[0], -1).any(axis=1)
+            for zi, flag in enumerate(has_fg):
+                (pos if flag else neg).append((ci, zi))
+        self.positive = np.array(pos, dtype=np.int64).reshape(-1, 2)
+        self.negative = np.array(neg, dtype=np.int64).reshape(-1, 2)
+
+    def crop(self, case_index, slice_index, positive, seed):
+        rng = np.random.default_rng(np.asarray(seed, dtype=np.uint64))
+        case = self.cases[int(case_index)]
+        image = np.asarray(case.image[int(slice_index)], dtype=np.float32)
+        mask = np.asarray(case.mask[int(slice_index)], dtype=np.float32)
+        (ph, pw), (h, w) = self.patch, image.shape
+        if positive:
+            fg = np.argwhere(mask > 0)
+            cy, cx = fg[rng.integers(len(fg))]
+            # Jitter so the lesion is not always at the patch centre.
+            cy += rng.integers(-ph // 4, ph // 4 + 1)
+            cx += rng.integers(-pw // 4, pw // 4 + 1)
+            y0, x0 = int(np.clip(cy - ph // 2, 0, h - ph)), int(np.clip(cx - pw // 2, 0, w - pw))
+        else:
+            y0, x0 = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        return image[y0 : y0 + ph, x0 : x0 + pw, None], mask[y0 : y0 + ph, x0 : x0 + pw, None]
+
+
+def make_train_dataset(
+    cases: list[CachedCase],
+    patch_size,
+    batch_size: int,
+    positive_fraction: float = 0.5,
+    augment: RandomAugment2D | None = None,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Infinite dataset of `(image, mask)` batches: `(B, h, w, 1)` float32 HU and `(B, h, w, 1)`."""
+    sampler = SliceSampler(cases, patch_size)
+    parts, weights = [], []
+    for rows, flag, weight in (
+        (sampler.positive, True, positive_fraction),
+        (sampler.negative, False, 1.0 - positive_fraction),
+    ):
+        if len(rows) and weight > 0:
+            ds = tf.data.Dataset.from_tensor_slices((rows[:, 0], rows[:, 1]))
+            ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
+            parts.append(ds.map(lambda c, z, f=flag: (c, z, tf.constant(f))))
+            weights.append(weight)
+    if not parts:
+        raise DataError("The training split has no slices to sample. Received: 0 slices")
+    ds = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    ds = tf.data.Dataset.zip(ds, seeds)
+    ph, pw = sampler.patch
+
+    def load(element, seed_pair):
+        case_index, slice_index, positive = element
+        image, mask = tf.numpy_function(
+            sampler.crop, [case_index, slice_index, positive, seed_pair], [tf.float32, tf.float32]
+        )
+        image.set_shape((ph, pw, 1))
+        mask.set_shape((ph, pw, 1))
+        if augment is not None:
+            image, mask = augment(image, mask, seed_pair)
+        return image, mask
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.shuffle(shuffle_buffer, seed=seed)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def select_val_slices(cases: list[CachedCase], max_slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whole validation slices: every positive slice (evenly thinned) plus as many negatives."""
+    pos, neg = [], []
+    for case in cases:
+        has_fg = np.asarray(case.mask).reshape(case.mask.shape[0], -1).any(axis=1)
+        for z, flag in enumerate(has_fg):
+            (pos if flag else neg).append((case, z))
+    half = max(1, max_slices // 2)
+
+    def thin(items, n):
+        if len(items) <= n:
+            return items
+        return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+    chosen = thin(pos, half) + thin(neg, max_slices - min(len(pos), half))
+    if not chosen:
+        raise DataError("The validation split has no slices. Received: 0 slices")
+    images = np.stack([np.asarray(c.image[z], np.float32) for c, z in chosen])[..., None]
+    masks = np.stack([np.asarray(c.mask[z], np.float32) for c, z in chosen])[..., None]
+    return images, masks
+
+
+def make_val_dataset(cases: list[CachedCase], batch_size: int, max_slices: int = 64) -> tf.data.Dataset:
+    """Finite dataset of whole validation slices `(B, H, W, 1)`, in a fixed order."""
+    images, masks = select_val_slices(cases, max_slices)
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

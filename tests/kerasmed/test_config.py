@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from kerasmed.config import config_from_dict, load_config
+from serving.errors import ConfigError
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.yaml"
+
+
+def test_shipped_config_is_valid():
+    config = load_config(CONFIG)
+    assert config.name == "lung_nodule_seg_2d"
+    assert config.preprocessing.spec().size == (None, 240, 240)
+
+
+def test_unknown_key_names_key_and_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": {"filterz": 16}})
+    msg = str(err.value)
+    assert "model.filterz" in msg and "'filters'" in msg and "Received: model.filterz=16" in msg
+
+
+def test_negative_patch_size_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"sampling\.patch_size\.0.*Received: sampling\.patch_size\.0=-96"):
+        config_from_dict({"sampling": {"patch_size": [-96, 96]}})
+
+
+def test_bad_enum_lists_valid_values():
+    with pytest.raises(ConfigError, match="mixed_bfloat16.*Received: training.mixed_precision='fp8'"):
+        config_from_dict({"training": {"mixed_precision": "fp8"}})
+
+
+def test_overrides_and_missing_file(tmp_path):
+    config = load_config(CONFIG, ["training.epochs=3", "model.filters=8"])
+    assert (config.training.epochs, config.model.filters) == (3, 8)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(CONFIG, ["epochs"])
+
+
+def test_non_mapping_yaml_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)

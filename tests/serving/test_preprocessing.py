@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from serving.errors import ConfigError, DataError
+from serving.image import Image
+from serving.preprocessing import PreprocessSpec, invert, plan, preprocess, resample_array
+
+
+def _smooth_volume(shape=(6, 50, 60)):
+    z, y, x = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return (np.sin(y / 9.0) + np.cos(x / 11.0) + 0.1 * z).astype(np.float32)
+
+
+def test_plan_resamples_to_target_spacing_and_crops_centred():
+    record = plan((10, 100, 80), (2.5, 0.75, 0.75), PreprocessSpec((None, 1.5, 1.5), (None, 40, 48)))
+    assert record.resampled_shape == (10, 50, 40)
+    assert record.output_shape == (10, 40, 48)
+    assert record.crop_start == (0, 5, -4)  # crop 5 rows each side, pad 4 columns each side
+    np.testing.assert_allclose(record.output_spacing, (2.5, 1.5, 1.5))
+
+
+def test_preprocess_pads_with_air_and_keeps_centre_values():
+    image = Image(np.full((2, 8, 8), 40.0, np.float32), spacing=(2.0, 1.0, 1.0))
+    x, _ = preprocess(image, PreprocessSpec((None, None, None), (None, 12, 6)))
+    assert x.shape == (2, 12, 6)
+    assert np.all(x[:, :2] == -1024.0) and np.all(x[:, -2:] == -1024.0)
+    assert np.all(x[:, 2:10] == 40.0)
+
+
+def test_invert_round_trip_identity_grid_is_exact():
+    vol = _smooth_volume()
+    image = Image(vol, spacing=(2.5, 1.0, 1.0))
+    x, record = preprocess(image, PreprocessSpec((None, None, None), (None, 64, 64)))
+    np.testing.assert_array_equal(invert(x, record), vol)
+
+
+def test_invert_round_trip_after_resampling_is_close_for_smooth_images():
+    vol = _smooth_volume()
+    image = Image(vol, spacing=(2.5, 1.3, 1.3))
+    x, record = preprocess(image, PreprocessSpec((None, 1.0, 1.0), (None, 80, 80)))
+    back = invert(x, record)
+    assert back.shape == vol.shape
+    # Linear interpolation there and back on a field with ~10-voxel wavelength.
+    assert np.abs(back - vol).max() < 0.03
+
+
+def test_label_maps_round_trip_exactly_with_nearest():
+    vol = (_smooth_volume() > 0.8).astype(np.uint8)
+    image = Image(vol, spacing=(2.5, 1.2, 1.2))
+    spec = PreprocessSpec((None, 0.6, 0.6), (None, 128, 128))  # exact factor 2
+    y, record = preprocess(image, spec, order="nearest")
+    assert y.dtype == np.uint8
+    np.testing.assert_array_equal(invert(y, record, order="nearest"), vol)
+
+
+def test_invert_keeps_channel_axes_and_fills_cropped_area():
+    image = Image(np.zeros((3, 40, 40), np.float32), spacing=(1.0, 1.0, 1.0))
+    x, record = preprocess(image, PreprocessSpec((None, None, None), (None, 20, 20)))
+    probs = np.ones(x.shape + (2,), np.float32)
+    back = invert(probs, record, fill=0.0)
+    assert back.shape == (3, 40, 40, 2)
+    assert back[:, 10:30, 10:30].min() == 1.0 and back[:, :10].max() == 0.0
+
+
+def test_resample_array_preserves_constant_and_mean():
+    a = np.full((7, 9), 3.5, np.float32)
+    np.testing.assert_allclose(resample_array(a, (14, 5)), 3.5)
+
+
+def test_nan_input_is_rejected_with_count():
+    vol = np.zeros((2, 8, 8), np.float32)
+    vol[0, 0, :3] = np.nan
+    with pytest.raises(DataError, match="3 NaN/Inf"):
+        preprocess(Image(vol, (1, 1, 1)), PreprocessSpec((None, 1, 1), (None, 8, 8)))
+
+
+def test_bad_spec_and_rank_mismatch_name_the_argument():
+    with pytest.raises(ConfigError, match="target_spacing"):
+        PreprocessSpec((None, -1.0, 1.0), (None, 8, 8))
+    with pytest.raises(ConfigError, match="size"):
+        PreprocessSpec((None, 1.0, 1.0), (None, 0, 8))
+    with pytest.raises(DataError, match="axes"):
+        plan((8, 8), (1.0, 1.0), PreprocessSpec((None, 1, 1), (None, 8, 8)))
+
+
+def test_spec_dict_round_trip():
+    spec = PreprocessSpec((None, 1.5, 1.5), (None, 240, 240), -1000.0)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
