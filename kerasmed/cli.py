@@ -23,6 +23,30 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
+def import_tensorflow() -> None:
+    """Import TensorFlow and probe devices once with stderr silenced.
+
+    TF 2.2x writes absl log lines (oneDNN notice, "could not find cuda drivers", cuInit failure)
+    straight to file descriptor 2 before Python logging exists; TF_CPP_MIN_LOG_LEVEL does not stop
+    them. Python exceptions are unaffected. Commands call this after validating their input, so
+    user errors stay one line.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    fd = sys.stderr.fileno()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, fd)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("config", nargs=None if required else "?",
                         help="YAML experiment config, e.g. configs/lung_nodule_seg_2d.yaml")
@@ -46,9 +70,13 @@ def _generate(args) -> int:
 
 def _train(args) -> int:
     from kerasmed.config import load_config
-    from kerasmed.training.trainer import train
+    from kerasmed.data.manifest import read_manifest
 
     config = load_config(args.config, args.overrides)
+    read_manifest(config.data.root, config.data.manifest)
+    import_tensorflow()
+    from kerasmed.training.trainer import train
+
     summary = train(config, args.run_dir, progress=not args.quiet)
     run_dir = args.run_dir or config.run_dir()
     print(f"run: {run_dir}  best val Dice (slices) {summary['best_val_dice']:.3f} "
@@ -57,6 +85,10 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from kerasmed.run import load_run
+
+    load_run(args.run_dir)
+    import_tensorflow()
     from kerasmed.evaluation.evaluate import evaluate
 
     s = evaluate(args.run_dir, split=args.split, progress=not args.quiet)

@@ -18,26 +18,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kerasmed.config import Config, load_config
 from kerasmed.data.manifest import read_manifest, split_cases
 from kerasmed.evaluation.metrics import dice, threshold_baseline
 from kerasmed.evaluation.plots import plot_dice_per_case, plot_overlay_montage, plot_training_curves
 from kerasmed.keras_runner import KerasRunner
+from kerasmed.run import load_run
 from serving.errors import DataError
 from serving.inference import predict_image, probs_to_mask
 from serving.io import read_image
-
-
-def load_run(run_dir: str | Path) -> tuple[Path, Config]:
-    """The run folder and its config, checking that training finished."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise DataError(f"Not a kerasmed run folder (no config.yaml). Received: {run_dir}")
-    if not (run_dir / "model.keras").is_file():
-        raise DataError(
-            f"Run folder has no model.keras; training did not finish. Received: {run_dir}"
-        )
-    return run_dir, load_config(run_dir / "config.yaml")
 
 
 def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = True) -> dict:

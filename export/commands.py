@@ -1,0 +1,96 @@
+"""`kerasmed export`, `kerasmed compare` and `kerasmed demo`, contributed to the kerasmed CLI.
+
+They are registered through the `kerasmed.commands` entry-point group (see pyproject.toml), so the
+CLI in `kerasmed` reaches them without importing `export`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_PARITY_FAILED = 1
+
+
+def _export(args) -> int:
+    from kerasmed.cli import import_tensorflow
+    from kerasmed.run import load_run
+
+    load_run(args.run_dir)
+    import_tensorflow()
+    from export.run_export import export_run
+
+    bundle = export_run(args.run_dir, args.output, args.formats)
+    print(f"bundle: {bundle}")
+    return 0
+
+
+def _compare(args) -> int:
+    from kerasmed.cli import import_tensorflow
+    from serving.bundle import load_bundle
+
+    load_bundle(args.bundle)
+    import_tensorflow()
+    from export.parity_report import format_table
+    from export.run_export import compare_bundle
+
+    result, report = compare_bundle(
+        args.bundle, data_root=args.data, split=args.split, out_dir=args.output,
+        formats=args.formats, max_cases=args.max_cases, progress=not args.quiet,
+    )
+    print(format_table(result))
+    print(f"parity: {'PASS' if result.passed else 'FAIL'}  report: {report}")
+    return 0 if result.passed else EXIT_PARITY_FAILED
+
+
+def _demo(args) -> int:
+    from kerasmed.cli import import_tensorflow
+    from kerasmed.config import load_config
+
+    load_config(args.config)
+    import_tensorflow()
+    from export.demo import run_demo
+
+    return run_demo(args.workdir, args.config, profile=args.profile, progress=not args.quiet)
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a trained run to a bundle (Keras, SavedModel, TFLite, ONNX)",
+        description="Write model.keras, saved_model/, model.tflite, model.onnx and manifest.json "
+        "(with a sha256 per artefact). Mixed-precision models are exported in float32.",
+    )
+    p.add_argument("run_dir", help="a finished training run folder (holds model.keras)")
+    p.add_argument("--output", help="bundle folder (default: RUN_DIR/bundle)")
+    p.add_argument("--formats", nargs="+", metavar="FORMAT",
+                   help="exporters to run (default: keras saved_model tflite onnx)")
+    p.set_defaults(func=_export)
+
+
+def register_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="prove each artefact of a bundle matches Keras on validation cases",
+        description="Run Keras, SavedModel, TFLite (LiteRT) and ONNX (onnxruntime) on the "
+        "validation cases; report max/mean abs error, NaN/Inf counts and Dice agreement; write "
+        "parity.json, parity.md and parity.png. Exit code 1 when a tolerance fails.",
+    )
+    p.add_argument("bundle", help="bundle folder written by `kerasmed export`")
+    p.add_argument("--data", help="dataset folder (default: the one recorded in the bundle)")
+    p.add_argument("--split", choices=("train", "val", "test"), help="default: the bundle's validation split")
+    p.add_argument("--output", help="report folder (default: BUNDLE/parity)")
+    p.add_argument("--formats", nargs="+", metavar="ARTEFACT", help="artefacts to check (default: all)")
+    p.add_argument("--max-cases", type=int, help="check only the first N cases")
+    p.set_defaults(func=_compare)
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="generate data, train, evaluate, export and compare, end to end",
+        description="The main job on built-in synthetic lung CT: generate a dataset, train the "
+        "U-Net (fast profile), evaluate against the HU-threshold baseline, export the bundle, "
+        "check parity, and print one summary table.",
+    )
+    p.add_argument("--workdir", default="demo_out", help="where data, run and report go (default: demo_out)")
+    p.add_argument("--config", default="configs/lung_nodule_seg_2d.yaml", help="experiment config")
+    p.add_argument("--profile", choices=("fast", "full", "tiny"), default="fast",
+                   help="fast: a few minutes on a laptop CPU; full: the config as written; tiny: smoke test")
+    p.set_defaults(func=_demo)

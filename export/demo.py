@@ -1,0 +1,103 @@
+"""The main job: generate -> train -> evaluate -> export -> compare -> one summary table.
+
+Everything goes under one work folder:
+    <workdir>/data/            synthetic DICOM series, NIfTI masks, manifest.csv, nodules.csv
+    <workdir>/runs/<name>/     training run (checkpoints, logs, TensorBoard, eval/, bundle/)
+    <workdir>/report/          summary.md, summary.json and the plots worth looking at
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from export.parity_report import format_table
+from export.run_export import compare_bundle, export_run
+from kerasmed.config import load_config
+from kerasmed.data.generate import generate_dataset
+from kerasmed.evaluation.evaluate import evaluate
+from kerasmed.training.trainer import train
+
+# Profiles are config overrides. "fast" fits the README's promise on a 2-core CPU; "tiny" is the
+# end-to-end smoke test; "full" trains the config as written.
+PROFILES: dict[str, list[str]] = {
+    "full": [],
+    "fast": ["training.epochs=40", "training.max_minutes=5.0"],
+    "tiny": [
+        "synthetic.num_cases=4", "synthetic.shape=[12,96,96]", "synthetic.split_fractions=[0.5,0.5,0.0]",
+        "preprocessing.size=[null,96,96]", "sampling.patch_size=[48,48]", "sampling.batch_size=4",
+        "model.filters=4", "model.depth=2", "training.epochs=2", "training.steps_per_epoch=3",
+        "training.max_val_slices=8",
+    ],
+}
+REPORT_FILES = ("eval/training_curves.png", "eval/dice_per_case.png", "eval/overlay_montage.png",
+                "eval/metrics.csv", "bundle/parity/parity.png", "bundle/parity/parity.md")
+
+
+def _step(name: str, t0: float) -> None:
+    print(f"[demo] {name} ({time.monotonic() - t0:.0f} s)", flush=True)
+
+
+def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast",
+             progress: bool = True) -> int:
+    """Run the whole chain; returns the exit code (1 if a parity tolerance failed)."""
+    workdir = Path(workdir)
+    t0 = time.monotonic()
+    config = load_config(config_path, PROFILES[profile] + [
+        f"data.root={workdir / 'data'}", f"output_dir={workdir / 'runs'}", "data.cache_dir=null",
+    ])
+    s = config.synthetic
+    _step("generating synthetic lung CT", t0)
+    generate_dataset(config.data.root, num_cases=s.num_cases, seed=s.seed, shape=s.shape,
+                     split_fractions=s.split_fractions, progress=progress, overwrite=True)
+    _step(f"training ({profile} profile)", t0)
+    train_summary = train(config, progress=progress)
+    run_dir = config.run_dir()
+    _step("evaluating on whole validation cases", t0)
+    ev = evaluate(run_dir, progress=progress)
+    _step("exporting SavedModel, TFLite and ONNX", t0)
+    bundle = export_run(run_dir)
+    _step("checking parity on the validation cases", t0)
+    result, parity_dir = compare_bundle(bundle, progress=progress)
+    report = _write_report(workdir / "report", run_dir, bundle, ev, train_summary, result, t0)
+    print()
+    print(f"model mean Dice (val, {ev['cases']} cases): {ev['mean_dice']:.3f}   "
+          f"HU-threshold baseline: {ev['baseline_mean_dice']:.3f}")
+    print(format_table(result))
+    print(f"parity: {'PASS' if result.passed else 'FAIL'}   total {time.monotonic() - t0:.0f} s")
+    print(f"report folder: {report}")
+    return 0 if result.passed else 1
+
+
+def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_summary: dict,
+                  result, t0: float) -> Path:
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for rel in REPORT_FILES:
+        if (run_dir / rel).is_file():
+            shutil.copy2(run_dir / rel, tmp / Path(rel).name)
+    summary = {
+        "evaluation": ev,
+        "training": train_summary,
+        "parity": result.to_dict(),
+        "run_dir": str(run_dir),
+        "bundle": str(bundle),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (tmp / "summary.md").write_text(
+        "# kerasmed demo\n\n"
+        f"- model mean Dice on {ev['cases']} validation cases: **{ev['mean_dice']:.3f}**\n"
+        f"- baseline ({ev['baseline']}): **{ev['baseline_mean_dice']:.3f}**\n"
+        f"- training: {train_summary['epochs_run']} epochs, {train_summary['train_seconds']:.0f} s, "
+        f"{train_summary['dtype_policy']}\n- run: `{run_dir}`\n- bundle: `{bundle}`\n\n"
+        "## Parity against Keras\n\n" + format_table(result, markdown=True) + "\n\n"
+        "![training curves](training_curves.png)\n![Dice per case](dice_per_case.png)\n"
+        "![overlays](overlay_montage.png)\n![parity](parity.png)\n"
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder

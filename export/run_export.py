@@ -1,0 +1,86 @@
+"""Glue between a training run, a bundle and the validation cases it is proven on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+
+from export.bundle_writer import write_bundle
+from export.parity import ParityResult, Tolerances, run_parity
+from export.parity_report import write_parity_report
+from kerasmed.data.manifest import read_manifest, split_cases
+from kerasmed.run import load_run, read_json
+from serving.bundle import load_bundle
+from serving.errors import DataError
+from serving.image import Image
+from serving.io import read_image
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=None) -> Path:
+    """Write the bundle of a finished run (default `<run_dir>/bundle`).
+
+    The manifest's `extra` records where the validation cases are, so `compare` can find them.
+    """
+    run_dir, config = load_run(run_dir)
+    model = keras.saving.load_model(run_dir / "model.keras")
+    kwargs = {"formats": tuple(formats)} if formats else {}
+    return write_bundle(
+        model,
+        Path(out_dir) if out_dir else run_dir / "bundle",
+        name=config.name,
+        task="segmentation",
+        class_names=list(config.model.class_names),
+        preprocess_spec=config.preprocessing.spec(),
+        postprocess={"threshold": config.evaluation.threshold, "min_component_voxels": 0},
+        extra={
+            "run_dir": str(run_dir.resolve()),
+            "data_root": str(Path(config.data.root).resolve()),
+            "manifest": config.data.manifest,
+            "validation_split": config.evaluation.split,
+            "train_summary": read_json(run_dir / "train_summary.json"),
+            "evaluation": read_json(run_dir / "eval" / "summary.json"),
+            "config": config.to_dict(),
+        },
+        **kwargs,
+    )
+
+
+def validation_cases(
+    data_root: str | Path, manifest: str = "manifest.csv", split: str = "val",
+    max_cases: int | None = None,
+) -> Iterator[tuple[str, Image]]:
+    """`(case_id, Image)` of a split, read lazily from the original files."""
+    rows = split_cases(read_manifest(data_root, manifest), split)
+    for row in rows.head(max_cases).itertuples() if max_cases else rows.itertuples():
+        yield row.case_id, read_image(row.image_path)
+
+
+def compare_bundle(
+    bundle_dir: str | Path,
+    data_root: str | Path | None = None,
+    split: str | None = None,
+    out_dir: str | Path | None = None,
+    formats=None,
+    max_cases: int | None = None,
+    tolerances: Tolerances | None = None,
+    progress: bool = True,
+) -> tuple[ParityResult, Path]:
+    """Run parity of every artefact of a bundle on real validation cases and write the report.
+
+    Returns:
+        `(result, report_folder)`; the report folder defaults to `<bundle>/parity`.
+    """
+    bundle = load_bundle(bundle_dir)
+    extra = bundle.manifest.get("extra") or {}
+    root = data_root or extra.get("data_root")
+    if not root:
+        raise DataError(
+            f"Bundle {bundle_dir} does not record its validation data; pass --data. Received: none"
+        )
+    cases = list(validation_cases(root, extra.get("manifest", "manifest.csv"),
+                                  split or extra.get("validation_split", "val"), max_cases))
+    result = run_parity(bundle, cases, tolerances=tolerances, formats=formats, progress=progress)
+    report = write_parity_report(result, Path(out_dir) if out_dir else bundle.path / "parity", bundle)
+    return result, report
