@@ -1,0 +1,165 @@
+"""Read and write NIfTI-1 files (`.nii`, `.nii.gz`) as `Image`s.
+
+NIfTI indexes voxels `(i, j, k)` with `i` fastest in memory (x first) and maps them to RAS
+millimetres; an `Image` is `(z, y, x)` in LPS. So the array is transposed (axes reversed), the
+affine's columns are reversed to follow, and its first two rows are negated (LPS <-> RAS). A mask
+written here from an Image read from DICOM therefore overlays that DICOM in 3D Slicer or ITK.
+
+Both the sform and the qform are written (code 1, scanner) so that readers preferring either one
+agree. The modality is kept in the header's `descrip` field as `kerasmed modality=CT`.
+
+nibabel is imported on first use so that `serving` imports with numpy alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import DataError
+from serving.image import Image
+from serving.lazy_import import lazy_import
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+_DESCRIP_PREFIX = "kerasmed modality="
+# NIfTI has no bool or 64-bit-int-friendly readers everywhere; store these as the nearest safe type.
+_CAST = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
+
+
+def _nibabel():
+    return lazy_import("nibabel", purpose="read and write NIfTI files")
+
+
+def _image_to_ras_affine(image: Image) -> np.ndarray:
+    """4x4 affine from NIfTI `(i, j, k)` = array `(x, y, z)` indices to RAS mm."""
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ (image.direction * np.asarray(image.spacing)[None, :])[:, ::-1]
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(image.origin)
+    return affine
+
+
+def _safe_dtype(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.dtype in _CAST:
+        return array.astype(_CAST[array.dtype])
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        # 64-bit ints are not portable in NIfTI; narrow them when the values allow it.
+        target = np.int32 if array.dtype.kind == "i" else np.uint32
+        info = np.iinfo(target)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise DataError(
+                f"Integer images written to NIfTI must fit in 32 bits; `{path}` would overflow. "
+                f"Received: dtype={array.dtype}, range=[{array.min()}, {array.max()}]"
+            )
+        return array.astype(target)
+    if array.dtype.kind not in "iuf":
+        raise DataError(
+            f"NIfTI images must hold numbers (int, uint, float or bool) for `{path}`. "
+            f"Received: dtype={array.dtype}"
+        )
+    return array
+
+
+def write_nifti(image: Image, path: str | os.PathLike) -> Path:
+    """Write a 3D `Image` to a NIfTI-1 file, keeping its dtype and LPS geometry.
+
+    The file is written under a temporary name in the same folder and renamed into place, so a
+    reader never sees a half-written file.
+
+    Args:
+        image: 3D `Image`, array `(z, y, x)`; bool is stored as uint8, 64-bit ints as 32-bit.
+        path: destination ending in `.nii` or `.nii.gz` (gzip-compressed).
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: if the image is not 3D, `path` has another suffix, or the dtype cannot be
+            stored.
+    """
+    nib = _nibabel()
+    path = Path(path)
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise DataError(f"`path` must end in .nii or .nii.gz. Received: path={str(path)!r}")
+    if image.ndim != 3:
+        raise DataError(f"`image` must be 3D (z, y, x) to be written as NIfTI. Received: shape={image.shape}")
+    data = _safe_dtype(np.asarray(image.array), path).transpose(2, 1, 0)
+    affine = _image_to_ras_affine(image)
+    nifti = nib.Nifti1Image(data, affine)
+    header = nifti.header
+    header.set_data_dtype(data.dtype)
+    header.set_sform(affine, code=1)
+    header.set_qform(affine, code=1)
+    header.set_xyzt_units(xyz="mm")
+    header["descrip"] = f"{_DESCRIP_PREFIX}{image.modality}"[:79].encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
+    # nibabel picks gzip from the (lower-case) suffix, so the temporary name keeps one.
+    tmp = path.parent / f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
+    try:
+        nib.save(nifti, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_nifti(path: str | os.PathLike) -> Image:
+    """Read a NIfTI-1/2 file into an `Image` in array order `(z, y, x)` and LPS geometry.
+
+    The stored dtype is kept (uint8 masks stay uint8) unless the header asks for intensity
+    scaling, in which case the scaled values are returned as float.
+
+    Args:
+        path: a `.nii` or `.nii.gz` file.
+
+    Returns:
+        An `Image` of shape `(k, j, i)` with spacing, origin and direction converted from the
+        file's best affine (sform, else qform); modality from a kerasmed `descrip`, else "OT".
+
+    Raises:
+        DataError: if the file is missing, not NIfTI, truncated, or not 2D/3D.
+
+    Example:
+        >>> mask = read_nifti("case_000/nodules.nii.gz")      # uint8 (z, y, x)
+    """
+    nib = _nibabel()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"`path` must be an existing NIfTI file. Received: path={str(path)!r}")
+    try:
+        nifti = nib.load(path)
+        data = np.asanyarray(nifti.dataobj)
+        affine = np.asarray(nifti.affine, float)
+        descrip = nifti.header.get("descrip")
+    except Exception as err:  # nibabel, gzip and numpy raise many types for a damaged file
+        raise DataError(
+            f"`{path}` must be a complete NIfTI file (header and voxel data); it could not be "
+            f"read. Received: {type(err).__name__}: {err}"
+        ) from err
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DataError(f"`{path}` must hold a 2D or 3D image. Received: shape={data.shape}")
+    linear = affine[:3, :3]
+    spacing_ijk = np.linalg.norm(linear, axis=0)
+    if np.any(spacing_ijk <= 0):
+        raise DataError(f"`{path}` must have a non-degenerate affine. Received: affine={affine.tolist()}")
+    direction_ijk = _LPS_TO_RAS @ (linear / spacing_ijk[None, :])
+    modality = "OT"
+    text = bytes(np.asarray(descrip).item()).decode("ascii", "ignore") if descrip is not None else ""
+    if text.startswith(_DESCRIP_PREFIX):
+        modality = text[len(_DESCRIP_PREFIX) :].strip() or "OT"
+    return Image(
+        array=np.ascontiguousarray(data.transpose(2, 1, 0)),
+        spacing=tuple(spacing_ijk[::-1]),
+        origin=tuple(_LPS_TO_RAS @ affine[:3, 3]),
+        direction=direction_ijk[:, ::-1],
+        modality=modality,
+    )
