@@ -1,0 +1,220 @@
+"""Write a model bundle: every artefact plus `manifest.json`, put in place atomically.
+
+The bundle is built in a temporary sibling folder and renamed into place only once complete, so
+a reader never sees a half-written bundle and a failed export leaves any previous bundle intact.
+See `serving.bundle` for the layout and DESIGN.md "Bundle manifest" for the contract.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import keras
+
+import kerasmed
+from export.exporters.base_exporter import model_io
+from export.exporters.registry import EXPORTERS, get_exporter
+from export.float32 import as_float32
+from serving.bundle import MANIFEST_NAME
+from serving.errors import ConfigError
+from serving.preprocessing import PreprocessSpec
+
+DEFAULT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
+TASKS = ("segmentation", "classification", "detection")
+MANIFEST_VERSION = 1
+# Distribution names recorded in the manifest; onnxruntime ships as either of two.
+_DISTRIBUTIONS = {
+    "kerasmed": ("kerasmed",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "keras": ("keras",),
+    "tf2onnx": ("tf2onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "onnx": ("onnx",),
+    "ai-edge-litert": ("ai-edge-litert",),
+    "numpy": ("numpy",),
+}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shape an export (None when not installed)."""
+    versions: dict[str, str | None] = {}
+    for label, dists in _DISTRIBUTIONS.items():
+        versions[label] = None
+        for dist in dists:
+            try:
+                versions[label] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    if versions["kerasmed"] is None:  # running from a source tree
+        versions["kerasmed"] = kerasmed.__version__
+    return versions
+
+
+def _check_args(model, formats, class_names, postprocess) -> tuple[str, ...]:
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in EXPORTERS]
+    if not formats or unknown or len(set(formats)) != len(formats):
+        raise ConfigError(
+            f"`formats` must be distinct names from {sorted(EXPORTERS)}. "
+            f"Received: formats={formats}"
+        )
+    channels = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+    allowed = (1, 2) if channels == 1 else (channels,)
+    if not all(isinstance(c, str) for c in class_names) or len(class_names) not in allowed:
+        raise ConfigError(
+            f"`class_names` must be {' or '.join(map(str, allowed))} strings for a model with "
+            f"{channels} output channel(s). Received: class_names={list(class_names)}"
+        )
+    threshold = postprocess.get("threshold", 0.5)
+    min_voxels = postprocess.get("min_component_voxels", 0)
+    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
+        raise ConfigError(f"`postprocess['threshold']` must be in (0, 1). Received: {threshold!r}")
+    if not (isinstance(min_voxels, int) and min_voxels >= 0):
+        raise ConfigError(
+            "`postprocess['min_component_voxels']` must be an integer >= 0. "
+            f"Received: {min_voxels!r}"
+        )
+    # tflite converts the saved_model written before it: keep the registry's order.
+    return tuple(f for f in EXPORTERS if f in formats)
+
+
+def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, extra):
+    input_name, shape, output_name = model_io(model)
+    channels = model.outputs[0].shape[-1]
+    meaning = "sigmoid foreground probability" if channels == 1 else "softmax class probabilities"
+    known = ("threshold", "min_component_voxels")
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "name": name,
+        "task": task,
+        "class_names": list(class_names),
+        "input": {
+            "name": input_name,
+            "layout": "NHWC",
+            "dtype": "float32",
+            "shape": list(shape),
+            "units": "HU",
+            "preprocessing": spec.to_dict(),
+        },
+        "output": {
+            "name": output_name,
+            "layout": "NHWC",
+            "dtype": "float32",
+            "shape": [None, None, None, channels],
+            "meaning": meaning,
+        },
+        "postprocessing": {
+            "threshold": float(postprocess.get("threshold", 0.5)),
+            "min_component_voxels": int(postprocess.get("min_component_voxels", 0)),
+            **{k: v for k, v in postprocess.items() if k not in known},
+        },
+        "artefacts": artefacts,
+        "versions": library_versions(),
+        "parity": {"verdict": "not_run"},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "extra": dict(extra or {}),
+    }
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Move the complete folder `new` to `out_dir`, replacing an old bundle only at the end."""
+    if not out_dir.exists():
+        os.replace(new, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(out_dir, old)
+    try:
+        os.replace(new, out_dir)
+    except OSError:
+        os.replace(old, out_dir)  # put the previous bundle back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_bundle(
+    model: keras.Model,
+    out_dir: str | os.PathLike,
+    *,
+    name: str,
+    task: str = "segmentation",
+    class_names: list[str] | tuple[str, ...],
+    preprocess_spec: PreprocessSpec,
+    postprocess: dict[str, Any],
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Export `model` to every format in `formats` and write the bundle folder.
+
+    Args:
+        model: trained Keras model, `image` `(N, H, W, 1)` raw HU -> `probs` `(N, H, W, C)`.
+            A mixed-precision model is rebuilt in float32 first (`export.float32.as_float32`).
+        out_dir: bundle folder. An existing bundle (a folder holding `manifest.json`, or an
+            empty folder) is replaced only after the new one is complete.
+        name: bundle name recorded in the manifest.
+        task: "segmentation", "classification" or "detection".
+        class_names: for C=1 the foreground name (optionally preceded by the background name);
+            for C>1 one name per channel.
+        preprocess_spec: the preprocessing the model was trained with.
+        postprocess: `{"threshold": float in (0, 1), "min_component_voxels": int >= 0, ...}`.
+        formats: exporter names (see `export.exporters.registry.EXPORTERS`).
+        extra: free-form facts stored under `extra` (training run, dataset, ...).
+
+    Returns:
+        The bundle folder. Its manifest's parity verdict is "not_run" until
+        `export.parity_report.write_parity_report` records one.
+
+    Raises:
+        ConfigError: on an invalid argument, or if `out_dir` is an existing file or a non-empty
+            folder that is not a bundle.
+    """
+    out_dir = Path(out_dir)
+    formats = _check_args(model, formats, class_names, postprocess)
+    if task not in TASKS:
+        raise ConfigError(f"`task` must be one of {TASKS}. Received: task={task!r}")
+    try:
+        json.dumps(extra or {})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"`extra` must be JSON-serialisable. Received: {err}") from err
+    if not isinstance(preprocess_spec, PreprocessSpec):
+        raise ConfigError(
+            "`preprocess_spec` must be a PreprocessSpec. "
+            f"Received: {type(preprocess_spec).__name__}"
+        )
+    if out_dir.exists() and not (
+        out_dir.is_dir() and ((out_dir / MANIFEST_NAME).is_file() or not any(out_dir.iterdir()))
+    ):
+        raise ConfigError(
+            "`out_dir` must be a new path, an empty folder or an existing bundle (with "
+            f"{MANIFEST_NAME}); other folders are never replaced. Received: {str(out_dir)!r}"
+        )
+    model = as_float32(model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A plain mkdir (not mkdtemp's 0700) so the bundle gets the usual umask permissions.
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        artefacts = [get_exporter(fmt).export(model, tmp) for fmt in formats]
+        manifest = _manifest(
+            model,
+            name=name,
+            task=task,
+            class_names=class_names,
+            spec=preprocess_spec,
+            postprocess=postprocess,
+            artefacts=artefacts,
+            extra=extra,
+        )
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,112 @@
+"""export.bundle_writer.write_bundle: manifest contract, hashes, atomic replacement."""
+
+import json
+
+import pytest
+
+from export import bundle_writer
+from export.bundle_writer import write_bundle
+from serving.bundle import artefact_sha256, load_bundle
+from serving.errors import ConfigError
+from tests.helpers import shared_bundle, tiny_preprocess_spec, tiny_unet, write_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return shared_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_unet(seed=3)
+
+
+def _siblings(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_manifest_contract(bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["name"] == "tiny-unet" and manifest["task"] == "segmentation"
+    assert manifest["class_names"] == ["background", "nodule"]
+    assert manifest["input"] == {
+        "name": "image",
+        "layout": "NHWC",
+        "dtype": "float32",
+        "shape": [None, None, None, 1],
+        "units": "HU",
+        "preprocessing": tiny_preprocess_spec().to_dict(),
+    }
+    assert manifest["output"]["name"] == "probs"
+    assert manifest["output"]["shape"] == [None, None, None, 1]
+    assert manifest["postprocessing"] == {"threshold": 0.5, "min_component_voxels": 0}
+    assert manifest["parity"]["verdict"] in ("not_run", "pass")  # parity tests may have run
+    assert manifest["extra"] == {"purpose": "tests"}
+    assert manifest["created"].endswith("+00:00")
+    libs = ("kerasmed", "tensorflow", "keras", "tf2onnx", "onnxruntime", "onnx", "ai-edge-litert")
+    for lib in libs:
+        assert manifest["versions"][lib], lib
+    files = {a["key"]: a["file"] for a in manifest["artefacts"]}
+    assert files == {
+        "keras": "model.keras",
+        "saved_model": "saved_model",
+        "tflite": "model.tflite",
+        "onnx": "model.onnx",
+    }
+    for entry in manifest["artefacts"]:
+        assert entry["sha256"] == artefact_sha256(bundle_dir / entry["file"])
+        assert entry["precision"] == "fp32" and entry["converter_version"]
+    load_bundle(bundle_dir)
+
+
+def test_existing_bundle_is_replaced_only_when_complete(model, tmp_path, monkeypatch):
+    out = write_tiny_bundle(tmp_path / "bundle", model, formats=("keras",))
+    first = json.loads((out / "manifest.json").read_text())
+
+    class Boom(bundle_writer.EXPORTERS["keras"]):
+        def _write(self, model, path, out_dir):
+            raise RuntimeError("disk full")
+
+    monkeypatch.setitem(bundle_writer.EXPORTERS, "keras", Boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_tiny_bundle(out, model, formats=("keras",))
+    assert json.loads((out / "manifest.json").read_text()) == first  # old bundle intact
+    assert _siblings(out) == ["bundle"]  # no temporary folder left behind
+    monkeypatch.undo()
+
+    write_tiny_bundle(out, model, formats=("keras", "onnx"))
+    assert load_bundle(out).artefact_keys == ["keras", "onnx"]
+    assert _siblings(out) == ["bundle"]
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_bundle(model, tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="never replaced. Received: "):
+        write_tiny_bundle(tmp_path / "home", model, formats=("keras",))
+    assert (tmp_path / "home" / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"formats": ("keras", "coreml")}, r"`formats` must be distinct names from"),
+        ({"formats": ("keras", "keras")}, r"`formats` must be distinct"),
+        ({"class_names": ["a", "b", "c"]}, r"`class_names` must be 1 or 2 strings"),
+        ({"postprocess": {"threshold": 1.5}}, r"threshold.*Received: 1.5"),
+        ({"postprocess": {"min_component_voxels": -1}}, r"min_component_voxels.*Received: -1"),
+        ({"task": "registration"}, r"`task` must be one of"),
+        ({"extra": {"bad": object()}}, r"`extra` must be JSON-serialisable"),
+    ],
+)
+def test_invalid_arguments(model, tmp_path, kwargs, match):
+    args = {
+        "name": "x",
+        "class_names": ["nodule"],
+        "preprocess_spec": tiny_preprocess_spec(),
+        "postprocess": {"threshold": 0.5},
+        **kwargs,
+    }
+    with pytest.raises(ConfigError, match=match):
+        write_bundle(model, tmp_path / "b", **args)
+    assert not (tmp_path / "b").exists()

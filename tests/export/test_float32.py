@@ -1,0 +1,56 @@
+"""export.float32.as_float32: a mixed-precision model rebuilt in float32 for export."""
+
+import keras
+import numpy as np
+import pytest
+
+from export.exporters.registry import get_exporter
+from export.float32 import as_float32, is_float32
+from serving.runners import make_runner
+from tests.helpers import assert_allclose, tiny_unet
+
+
+@pytest.fixture
+def bf16_model():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_unet(seed=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    yield model
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_float32_model_is_returned_as_is():
+    model = tiny_unet()
+    assert is_float32(model)
+    assert as_float32(model) is model
+
+
+def test_bf16_model_is_rebuilt_in_float32(bf16_model, tmp_path):
+    assert not is_float32(bf16_model)
+    converted = as_float32(bf16_model)
+    assert converted is not bf16_model and is_float32(converted)
+    assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in converted.weights)
+    assert {layer.dtype_policy.name for layer in converted.layers} == {"float32"}
+    for a, b in zip(converted.get_weights(), bf16_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b, np.float32))
+    assert keras.config.dtype_policy().name == "float32"  # the caller's policy is restored
+
+    x = np.random.default_rng(0).uniform(-1100, 500, (2, 32, 32, 1)).astype(np.float32)
+    expected = np.asarray(converted(x, training=False))
+    # bfloat16 keeps 8 mantissa bits: the bf16 model differs from its float32 rebuild by ~1e-2.
+    assert_allclose(bf16_model(x, training=False), expected, atol=5e-2)
+
+    entry = get_exporter("onnx").export(converted, tmp_path)
+    runner = make_runner("onnx", tmp_path / entry["file"])
+    assert_allclose(runner.predict(x), expected)
+
+
+def test_caller_policy_is_kept(bf16_model):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        as_float32(bf16_model)
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,85 @@
+"""Shared test helpers."""
+
+import numpy as np
+
+
+def assert_allclose(actual, desired, atol=1e-5, rtol=0.0, err_msg=""):
+    """`np.testing.assert_allclose` with the project's default tolerances (atol 1e-5, rtol 0).
+
+    A call site that loosens them says why in a comment (e.g. TFLite fp16).
+    """
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), atol=atol, rtol=rtol,
+                               err_msg=err_msg)
+
+
+# Tiny model, synthetic CT and a shared bundle for the export/serving tests. Keras and `export`
+# are imported inside the functions so that importing this module stays TensorFlow-free.
+TINY_SPACING = (2.5, 0.8, 0.8)
+
+
+def tiny_unet(seed: int = 0, **kwargs):
+    """`unet2d(filters=4, depth=2)` with seeded random weights: `image` (N,H,W,1) -> `probs`."""
+    import keras
+
+    from kerasmed.models.unet import unet2d
+
+    keras.utils.set_random_seed(seed)
+    return unet2d(**{"filters": 4, "depth": 2, **kwargs})
+
+
+def synthetic_ct(seed: int = 0, shape=(6, 32, 32), spacing=TINY_SPACING):
+    """A raw-HU `Image`: air, a soft-tissue disc, and a bright blob, plus noise."""
+    from serving.image import Image
+
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    cy, cx = shape[1] / 2, shape[2] / 2
+    body = ((y - cy) / (0.42 * shape[1])) ** 2 + ((x - cx) / (0.45 * shape[2])) ** 2 <= 1
+    array = np.where(body, 40.0, -1000.0).astype(np.float32)
+    by, bx = cy + rng.uniform(-4, 4), cx + rng.uniform(-4, 4)
+    blob = (y - by) ** 2 + (x - bx) ** 2 + (2 * (z - shape[0] / 2)) ** 2 <= 16
+    array[blob] = 250.0
+    array += rng.normal(0.0, 20.0, shape).astype(np.float32)
+    return Image(array, spacing, modality="CT")
+
+
+def tiny_preprocess_spec():
+    """Resample y/x to 1 mm and centre-crop/pad to 32 x 32 (a multiple of 2**depth)."""
+    from serving.preprocessing import PreprocessSpec
+
+    return PreprocessSpec(target_spacing=(None, 1.0, 1.0), size=(None, 32, 32))
+
+
+def write_tiny_bundle(out_dir, model=None, formats=("keras", "saved_model", "tflite", "onnx")):
+    """Write a bundle of `tiny_unet()` (or `model`) to `out_dir` and return its path."""
+    from export.bundle_writer import write_bundle
+
+    return write_bundle(
+        model if model is not None else tiny_unet(),
+        out_dir,
+        name="tiny-unet",
+        class_names=["background", "nodule"],
+        preprocess_spec=tiny_preprocess_spec(),
+        postprocess={"threshold": 0.5, "min_component_voxels": 0},
+        formats=formats,
+        extra={"purpose": "tests"},
+    )
+
+
+_SHARED: dict = {}
+
+
+def shared_bundle(tmp_path_factory):
+    """One tiny bundle (all four formats) per test session, built on first use. Do not modify
+    it: copy it first (`copy_bundle`)."""
+    if "bundle" not in _SHARED:
+        _SHARED["bundle"] = write_tiny_bundle(tmp_path_factory.mktemp("shared") / "bundle")
+    return _SHARED["bundle"]
+
+
+def copy_bundle(src, dst):
+    """A writable copy of a bundle folder (returns its Path)."""
+    import shutil
+    from pathlib import Path
+
+    return Path(shutil.copytree(src, dst))

@@ -1,0 +1,38 @@
+"""SavedModelRunner on the tiny U-Net's SavedModel export, against the Keras model."""
+
+import numpy as np
+import pytest
+
+from serving.errors import BundleError, ConfigError
+from serving.runners import TensorSpec, make_runner
+from tests.helpers import assert_allclose, shared_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return shared_bundle(tmp_path_factory)
+
+
+def test_specs_and_outputs_match_keras(bundle_dir):
+    import keras
+
+    runner = make_runner("saved_model", bundle_dir / "saved_model")
+    assert runner.format == "saved_model"
+    assert runner.input_specs == [TensorSpec("image", (None, None, None, 1), "float32")]
+    assert runner.output_specs == [TensorSpec("probs", (None, None, None, 1), "float32")]
+    assert runner.provider == "TensorFlow CPU"
+    model = keras.saving.load_model(bundle_dir / "model.keras")
+    for shape in [(2, 32, 48, 1), (1, 16, 16, 1)]:
+        x = np.random.default_rng(0).uniform(-1100, 500, shape).astype(np.float32)
+        out = runner.run({"image": x})
+        assert isinstance(out["probs"], np.ndarray) and out["probs"].shape == shape
+        assert_allclose(out["probs"], model(x, training=False))
+
+
+def test_errors(tmp_path, bundle_dir):
+    from serving.runners.saved_model_runner import SavedModelRunner
+
+    with pytest.raises(BundleError, match="saved_model.pb"):
+        SavedModelRunner(tmp_path)
+    with pytest.raises(ConfigError, match=r"valid names: \['serving_default'\]"):
+        SavedModelRunner(bundle_dir / "saved_model", signature="predict")

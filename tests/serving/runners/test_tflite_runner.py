@@ -1,0 +1,60 @@
+"""TFLiteRunner (LiteRT) on the tiny U-Net's TFLite export, against the Keras model."""
+
+import numpy as np
+import pytest
+
+from serving.errors import BundleError, ConfigError
+from serving.runners import TensorSpec, make_runner
+from serving.runners.tflite_runner import TFLiteRunner
+from tests.helpers import assert_allclose, shared_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return shared_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def keras_model(bundle_dir):
+    import keras
+
+    return keras.saving.load_model(bundle_dir / "model.keras")
+
+
+def test_signature_runner_specs(bundle_dir):
+    runner = TFLiteRunner(bundle_dir / "model.tflite")
+    assert runner.format == "tflite"
+    assert runner.input_specs == [TensorSpec("image", (None, None, None, 1), "float32")]
+    assert runner.output_specs == [TensorSpec("probs", (None, None, None, 1), "float32")]
+    assert "LiteRT" in runner.provider
+
+
+def test_matches_keras_with_dynamic_batch_and_size(bundle_dir, keras_model):
+    runner = make_runner("tflite", bundle_dir / "model.tflite", num_threads=1)
+    rng = np.random.default_rng(1)
+    for shape in [(3, 32, 48, 1), (1, 16, 16, 1), (5, 32, 32, 1)]:
+        x = rng.uniform(-1100, 500, shape).astype(np.float32)
+        out = runner.run({"image": x})["probs"]
+        assert out.shape == shape
+        assert_allclose(out, keras_model(x, training=False))
+
+
+def test_raw_tensor_path_without_signatures(bundle_dir, keras_model, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    monkeypatch.setattr(Interpreter, "get_signature_list", lambda self: {})
+    runner = TFLiteRunner(bundle_dir / "model.tflite")
+    assert runner.input_specs[0] == TensorSpec("image", (None, None, None, 1), "float32")
+    for shape in [(2, 32, 32, 1), (1, 16, 24, 1)]:
+        x = np.random.default_rng(2).uniform(-1100, 500, shape).astype(np.float32)
+        assert_allclose(runner.predict(x), keras_model(x, training=False))
+
+
+def test_errors(tmp_path, bundle_dir):
+    with pytest.raises(BundleError, match="Received: path="):
+        TFLiteRunner(tmp_path / "missing.tflite")
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(BundleError, match="could not load"):
+        TFLiteRunner(tmp_path / "junk.tflite")
+    with pytest.raises(ConfigError, match=r"valid names: \['serving_default'\]"):
+        TFLiteRunner(bundle_dir / "model.tflite", signature="predict")

@@ -1,0 +1,150 @@
+"""serving.bundle: sha256 verification, the Bundle API, and serving without TensorFlow."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.bundle import artefact_sha256, load_bundle, sha256_tree
+from serving.errors import BundleError, ConfigError
+from serving.preprocessing import PreprocessSpec
+from tests.helpers import assert_allclose, copy_bundle, shared_bundle, synthetic_ct
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return shared_bundle(tmp_path_factory)
+
+
+def test_load_exposes_the_manifest(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    assert bundle.path == bundle_dir
+    assert bundle.task == "segmentation"
+    assert bundle.class_names == ["background", "nodule"]
+    assert bundle.threshold == 0.5
+    assert bundle.preprocess_spec == PreprocessSpec((None, 1.0, 1.0), (None, 32, 32))
+    assert bundle.artefact_keys == ["keras", "saved_model", "tflite", "onnx"]
+    assert [a["format"] for a in bundle.artefacts] == bundle.artefact_keys
+    assert bundle.manifest["parity"]["verdict"] in ("not_run", "pass")
+    assert bundle.artefact("onnx")["opset"] == 17
+
+
+def test_runner_by_key(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    runner = bundle.runner("onnx", intra_op_num_threads=1)
+    assert runner.format == "onnx"
+    assert bundle.runner("tflite").format == "tflite"
+    valid = r"valid keys: \['keras', 'saved_model', 'tflite', 'onnx'\]"
+    with pytest.raises(ConfigError, match=valid):
+        bundle.runner("coreml")
+
+
+def test_tampered_onnx_is_refused(bundle_dir, tmp_path):
+    copy = copy_bundle(bundle_dir, tmp_path / "b")
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"Artefact `onnx` \(model.onnx\) does not match"):
+        load_bundle(copy)
+
+
+def test_tampered_saved_model_file_is_refused(bundle_dir, tmp_path):
+    copy = copy_bundle(bundle_dir, tmp_path / "b")
+    (copy / "saved_model" / "assets" / "extra.txt").parent.mkdir(exist_ok=True)
+    (copy / "saved_model" / "assets" / "extra.txt").write_text("x")
+    with pytest.raises(BundleError, match="Artefact `saved_model`"):
+        load_bundle(copy)
+
+
+def test_missing_artefact_and_manifest(bundle_dir, tmp_path):
+    copy = copy_bundle(bundle_dir, tmp_path / "b")
+    (copy / "model.tflite").unlink()
+    with pytest.raises(BundleError, match=r"Artefact `tflite` .* missing"):
+        load_bundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="must hold manifest.json"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="must be a folder"):
+        load_bundle(tmp_path / "nowhere")
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="readable JSON"):
+        load_bundle(copy)
+
+
+def test_tree_hash_is_deterministic(bundle_dir, tmp_path):
+    copy = copy_bundle(bundle_dir / "saved_model", tmp_path / "sm")
+    assert sha256_tree(copy) == sha256_tree(bundle_dir / "saved_model")
+    assert artefact_sha256(copy) == load_bundle(bundle_dir).artefact("saved_model")["sha256"]
+    pb = copy / "saved_model.pb"
+    pb.rename(copy / "renamed.pb")
+    assert sha256_tree(copy) != sha256_tree(bundle_dir / "saved_model")
+
+
+# The device-side check: only numpy and onnxruntime. Anything importing TensorFlow, Keras,
+# kerasmed or export must fail loudly.
+_NO_TF_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    BLOCKED = ("tensorflow", "keras", "kerasmed", "export", "tf2onnx")
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+
+    import numpy as np
+
+    import serving
+    from serving.bundle import load_bundle
+    from serving.inference import predict_image
+
+    bundle_dir, image_npy, out_npy = sys.argv[1:4]
+    bundle = load_bundle(bundle_dir)
+    runner = bundle.runner("onnx")
+    image = serving.Image(np.load(image_npy), (2.5, 0.8, 0.8), modality="CT")
+    probs, _, _ = predict_image(runner, image, bundle.preprocess_spec)
+    np.save(out_npy, probs)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not loaded, loaded
+    print("ok", runner.provider)
+    """
+)
+
+
+def test_serving_runs_a_bundle_without_tensorflow(bundle_dir, tmp_path):
+    import kerasmed.keras_runner  # noqa: F401 - registers the "keras" runner in this process
+    from serving.inference import predict_image
+
+    image = synthetic_ct(seed=3)
+    np.save(tmp_path / "image.npy", image.array)
+    script = tmp_path / "no_tf.py"
+    script.write_text(_NO_TF_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(bundle_dir), str(tmp_path / "image.npy"),
+         str(tmp_path / "probs.npy")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok CPUExecutionProvider")
+    expected, _, _ = predict_image(
+        load_bundle(bundle_dir).runner("keras"), image, load_bundle(bundle_dir).preprocess_spec
+    )
+    # The ONNX fp32 parity tolerance of DESIGN.md (measured error is ~1e-7).
+    assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-4)
+
+
+def test_manifest_is_plain_json(bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == [None, None, None, 1]
