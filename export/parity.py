@@ -1,0 +1,399 @@
+"""The parity engine: run every artefact of a bundle on validation cases and compare it to Keras.
+
+For each case the raw image is preprocessed once with the bundle's spec, then every runner (Keras
+reference first) predicts all slices. Per artefact it gathers element-wise errors on the
+probabilities, NaN/Inf counts, and task-level agreement (Dice between the artefact's mask and the
+Keras mask), and checks them against `DEFAULT_TOLERANCES` (DESIGN.md, "Defaults that the whole
+project shares"), which every call can override.
+
+Example:
+    >>> result = run_parity("runs/lung/bundle", [("case1", image1), ("case2", image2)])
+    >>> result.verdict, result.failures
+    ('pass', {})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import kerasmed.keras_runner  # noqa: F401 - registers the "keras" reference runner
+from serving.bundle import Bundle, load_bundle
+from serving.errors import ConfigError, ParityError
+from serving.image import Image
+from serving.inference import predict_slices, probs_to_mask
+from serving.preprocessing import preprocess
+
+REFERENCE = "keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """Pass criteria for one kind of artefact.
+
+    Args:
+        max_abs: bound on the max abs error of the probabilities; None = reported, not gated.
+        min_dice_agreement: bound on the mean (over cases) Dice between the artefact's mask and
+            the Keras mask; None = reported, not gated.
+        identical_masks: whether every case's mask must equal the Keras mask exactly.
+    """
+
+    max_abs: float | None = 1e-4
+    min_dice_agreement: float | None = 0.999
+    identical_masks: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# DESIGN.md: SavedModel 1e-5 and identical masks; ONNX/TFLite fp32 1e-4 and Dice agreement 0.999;
+# fp16 1e-2 and 0.99; int8 not gated element-wise, Dice agreement 0.95.
+DEFAULT_TOLERANCES: dict[str, Tolerances] = {
+    "saved_model": Tolerances(max_abs=1e-5, min_dice_agreement=None, identical_masks=True),
+    "onnx": Tolerances(max_abs=1e-4, min_dice_agreement=0.999),
+    "tflite": Tolerances(max_abs=1e-4, min_dice_agreement=0.999),
+    "tflite_fp16": Tolerances(max_abs=1e-2, min_dice_agreement=0.99),
+    "onnx_fp16": Tolerances(max_abs=1e-2, min_dice_agreement=0.99),
+    "int8": Tolerances(max_abs=None, min_dice_agreement=0.95),
+}
+
+
+def artefact_kind(entry: Mapping[str, Any]) -> str:
+    """Tolerance kind of an artefact entry: "saved_model", "onnx", "tflite_fp16", "int8", ..."""
+    precision = entry.get("precision", "fp32")
+    if precision == "int8":
+        return "int8"
+    if precision != "fp32":
+        return f"{entry['format']}_{precision}"
+    return entry["format"]
+
+
+Overrides = Tolerances | Mapping[str, Tolerances | Mapping[str, Any]]
+
+
+def resolve_tolerances(entry: Mapping[str, Any], overrides: Overrides | None = None) -> Tolerances:
+    """Tolerances for one artefact: an override for its key, else for its kind, else the default.
+
+    `overrides` is one `Tolerances` for every artefact, or a mapping by artefact key or kind
+    whose dict values replace only the fields they name.
+
+    Raises:
+        ConfigError: if neither the artefact key nor its kind has tolerances.
+    """
+    if isinstance(overrides, Tolerances):
+        return overrides
+    key, kind = entry.get("key", entry["format"]), artefact_kind(entry)
+    overrides = dict(overrides or {})
+    base = DEFAULT_TOLERANCES.get(kind)
+    for name in (kind, key):
+        if name not in overrides:
+            continue
+        value = overrides[name]
+        if isinstance(value, Tolerances):
+            base = value
+        else:
+            base = dataclasses.replace(base or Tolerances(), **dict(value))
+    if base is None:
+        raise ConfigError(
+            f"No tolerances for artefact `{key}` (kind `{kind}`); known kinds: "
+            f"{sorted(DEFAULT_TOLERANCES)}. Received: tolerances keys={sorted(overrides)}"
+        )
+    return base
+
+
+def dice_agreement(mask_a: np.ndarray, mask_b: np.ndarray, num_classes: int) -> float:
+    """Mean Dice between two label maps over the foreground classes present in either.
+
+    Args:
+        mask_a, mask_b: integer label maps of the same shape, e.g. `(Z, H, W)`.
+        num_classes: output channels C; foreground classes are `{1}` for C=1, `1..C-1` otherwise.
+
+    Returns:
+        Dice in [0, 1]; 1.0 when both masks are empty.
+    """
+    classes = [1] if num_classes == 1 else range(1, num_classes)
+    scores = []
+    for c in classes:
+        a, b = mask_a == c, mask_b == c
+        total = int(a.sum()) + int(b.sum())
+        if total:
+            scores.append(2.0 * int(np.logical_and(a, b).sum()) / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+@dataclasses.dataclass
+class ArtefactParity:
+    """Parity of one artefact against Keras, over all cases.
+
+    `sample` is `(n, 2)` float32: a uniform reservoir sample of (keras prob, artefact prob) pairs
+    over every output element of every case, for plotting. `checks` maps each gated criterion
+    ("finite", "shape", "max_abs", "dice_agreement", "identical_masks") to pass/fail.
+    """
+
+    key: str
+    format: str
+    precision: str
+    file: str
+    sha256: str
+    kind: str
+    provider: str
+    tolerances: Tolerances
+    max_abs_error: float
+    mean_abs_error: float
+    min_passing_max_abs: float
+    nan_count: int
+    inf_count: int
+    dice_agreement: dict[str, float]
+    mean_dice_agreement: float
+    min_dice_agreement: float
+    masks_identical: bool
+    shape_mismatches: list[str]
+    checks: dict[str, bool]
+    runtime_s: float
+    sample: np.ndarray
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks.values())
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [name for name, ok in self.checks.items() if not ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, without `sample`."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sample"}
+        d.update(tolerances=self.tolerances.to_dict(), passed=self.passed)
+        return {**d, "failed_checks": self.failed_checks}
+
+
+@dataclasses.dataclass
+class ParityResult:
+    """Parity of every compared artefact of one bundle, plus what was used to judge it."""
+
+    bundle_path: Path
+    cases: list[str]
+    threshold: float
+    reference_runtime_s: float
+    artefacts: dict[str, ArtefactParity]
+    reference: str = REFERENCE
+    created: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.artefacts.values())
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    @property
+    def failures(self) -> dict[str, list[str]]:
+        """Failed criteria per failing artefact, e.g. `{"onnx": ["max_abs"]}`."""
+        return {k: a.failed_checks for k, a in self.artefacts.items() if not a.passed}
+
+    @property
+    def tolerances(self) -> dict[str, dict[str, Any]]:
+        return {k: a.tolerances.to_dict() for k, a in self.artefacts.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "bundle": str(self.bundle_path),
+            "reference": self.reference,
+            "cases": list(self.cases),
+            "threshold": self.threshold,
+            "reference_runtime_s": self.reference_runtime_s,
+            "created": self.created,
+            "failures": self.failures,
+            "artefacts": {k: a.to_dict() for k, a in self.artefacts.items()},
+        }
+
+
+class _Reservoir:
+    """Uniform sample of `size` elements from a stream of arrays, O(size) work per array.
+
+    Every element gets an implicit uniform key and the sample keeps the `size` smallest keys. For
+    an array of `n > size` elements only its `size` smallest keys can matter: their largest is
+    Beta(size, n - size + 1) distributed and the others are uniform below it, at a uniform random
+    subset of positions.
+    """
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng = size, rng
+        self.keys = np.empty(0)
+        self.values = np.empty((0, 2), np.float32)
+
+    def add(self, reference: np.ndarray, other: np.ndarray) -> None:
+        n, k, rng = reference.size, self.size, self.rng
+        if k <= 0:
+            return
+        if n > k:
+            top = rng.beta(k, n - k + 1)
+            keys = np.append(rng.uniform(0.0, top, k - 1), top)
+            positions = rng.choice(n, k, replace=False)
+        else:
+            keys, positions = rng.uniform(size=n), np.arange(n)
+        pairs = np.stack([reference.ravel()[positions], other.ravel()[positions]], axis=1)
+        self.keys = np.concatenate([self.keys, keys])
+        self.values = np.concatenate([self.values, pairs.astype(np.float32)])
+        if self.keys.size > k:
+            keep = np.argpartition(self.keys, k - 1)[:k]
+            self.keys, self.values = self.keys[keep], self.values[keep]
+
+
+class _Accumulator:
+    """Running statistics of one artefact against the reference."""
+
+    def __init__(self, sample_size: int, rng: np.random.Generator):
+        self.max_abs, self.sum_abs, self.count, self.nan, self.inf = 0.0, 0.0, 0, 0, 0
+        self.dice: dict[str, float] = {}
+        self.identical, self.shape_mismatches, self.runtime = True, [], 0.0
+        self.reservoir = _Reservoir(sample_size, rng)
+
+    def add(self, case_id, reference, mask_ref, probs, threshold) -> None:
+        if probs.shape != reference.shape:
+            self.shape_mismatches.append(f"{case_id}: {probs.shape} != {reference.shape}")
+            self.identical = False
+            self.dice[case_id] = 0.0
+            return
+        self.nan += int(np.isnan(probs).sum())
+        self.inf += int(np.isinf(probs).sum())
+        err = np.abs(probs.astype(np.float64) - reference)
+        finite = np.isfinite(err)
+        if finite.any():
+            self.max_abs = max(self.max_abs, float(err[finite].max()))
+            self.sum_abs += float(err[finite].sum())
+            self.count += int(finite.sum())
+        mask = probs_to_mask(np.nan_to_num(probs, nan=0.0), threshold)
+        self.identical = self.identical and bool(np.array_equal(mask, mask_ref))
+        self.dice[case_id] = dice_agreement(mask, mask_ref, reference.shape[-1])
+        self.reservoir.add(reference, probs)
+
+    def finish(self, entry, tolerances: Tolerances, provider: str) -> ArtefactParity:
+        dices = list(self.dice.values())
+        mean_dice = float(np.mean(dices)) if dices else 0.0
+        checks = {"finite": self.nan + self.inf == 0, "shape": not self.shape_mismatches}
+        if tolerances.max_abs is not None:
+            checks["max_abs"] = self.max_abs <= tolerances.max_abs
+        if tolerances.min_dice_agreement is not None:
+            checks["dice_agreement"] = mean_dice >= tolerances.min_dice_agreement
+        if tolerances.identical_masks:
+            checks["identical_masks"] = self.identical
+        return ArtefactParity(
+            key=entry.get("key", entry["format"]),
+            format=entry["format"],
+            precision=entry.get("precision", "fp32"),
+            file=entry["file"],
+            sha256=entry["sha256"],
+            kind=artefact_kind(entry),
+            provider=provider,
+            tolerances=tolerances,
+            max_abs_error=self.max_abs,
+            mean_abs_error=self.sum_abs / self.count if self.count else float("nan"),
+            min_passing_max_abs=self.max_abs,
+            nan_count=self.nan,
+            inf_count=self.inf,
+            dice_agreement=dict(self.dice),
+            mean_dice_agreement=mean_dice,
+            min_dice_agreement=float(min(dices)) if dices else 0.0,
+            masks_identical=self.identical,
+            shape_mismatches=list(self.shape_mismatches),
+            checks=checks,
+            runtime_s=self.runtime,
+            sample=self.reservoir.values,
+        )
+
+
+def _timed_predict(runner, volume, batch_size) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    return predict_slices(runner, volume, batch_size), time.perf_counter() - start
+
+
+def run_parity(
+    bundle: Bundle | str | os.PathLike,
+    cases: Iterable[tuple[str, Image]],
+    tolerances: Overrides | None = None,
+    formats: Iterable[str] | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    *,
+    sample_size: int = 20_000,
+    seed: int = 0,
+) -> ParityResult:
+    """Compare every artefact of a bundle to its Keras model on validation cases.
+
+    Args:
+        bundle: a loaded `Bundle` or its folder (loaded and sha256-verified here).
+        cases: `(case_id, image)` pairs; `image` is a raw (HU) `Image`, array `(Z, Y, X)`.
+        tolerances: one `Tolerances` for all artefacts, or overrides by artefact key or kind
+            (see `DEFAULT_TOLERANCES`): a `Tolerances` replaces the default, a dict replaces
+            only the fields it names.
+        formats: artefact keys to compare; default every artefact except "keras".
+        batch_size: slices per runner call.
+        progress: show a tqdm progress bar over cases.
+        sample_size: (keras, artefact) probability pairs kept per artefact for plots.
+        seed: seed of that sample.
+
+    Returns:
+        A `ParityResult`; `result.verdict` is "pass" only if every artefact passes every gated
+        criterion.
+
+    Raises:
+        ConfigError: if there are no cases, an artefact key is unknown, or the bundle has no
+            Keras model.
+        ParityError: if the Keras reference itself produces NaN or Inf.
+    """
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    keys = [k for k in bundle.artefact_keys if k != REFERENCE] if formats is None else list(formats)
+    if REFERENCE not in bundle.artefact_keys:
+        raise ConfigError(
+            f"Parity needs the Keras model (artefact `{REFERENCE}`) in the bundle. "
+            f"Received: artefacts={bundle.artefact_keys}"
+        )
+    entries = {k: bundle.artefact(k) for k in keys}
+    resolved = {k: resolve_tolerances(e, tolerances) for k, e in entries.items()}
+    reference = bundle.runner(REFERENCE)
+    runners = {k: bundle.runner(k) for k in keys}
+    spec, threshold = bundle.preprocess_spec, bundle.threshold
+    rng = np.random.default_rng(seed)
+    stats = {k: _Accumulator(sample_size, rng) for k in keys}
+    case_ids: list[str] = []
+    reference_runtime = 0.0
+    for case_id, image in tqdm(cases, desc="parity", unit="case", disable=not progress):
+        case_id = str(case_id)
+        volume, _ = preprocess(image, spec)
+        expected, seconds = _timed_predict(reference, volume, batch_size)
+        reference_runtime += seconds
+        if not np.all(np.isfinite(expected)):
+            raise ParityError(
+                "The Keras reference must produce finite probabilities. "
+                f"Received: case {case_id!r} with {int((~np.isfinite(expected)).sum())} NaN/Inf"
+            )
+        expected, mask_ref = expected.astype(np.float64), probs_to_mask(expected, threshold)
+        for key, runner in runners.items():
+            probs, seconds = _timed_predict(runner, volume, batch_size)
+            stats[key].runtime += seconds
+            stats[key].add(case_id, expected, mask_ref, probs, threshold)
+        case_ids.append(case_id)
+    if not case_ids:
+        raise ConfigError("`cases` must hold at least one (case_id, Image). Received: no cases")
+    return ParityResult(
+        bundle_path=bundle.path,
+        cases=case_ids,
+        threshold=threshold,
+        reference_runtime_s=reference_runtime,
+        artefacts={
+            k: stats[k].finish(entries[k], resolved[k], runners[k].provider) for k in keys
+        },
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )

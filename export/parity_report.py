@@ -1,0 +1,236 @@
+"""Write a parity report (JSON, Markdown, PNG) and record the verdict in the bundle manifest.
+
+Every file is written under a temporary name and renamed into place, so a report folder never
+holds a half-written file. The manifest update changes only its `parity` entry: artefact entries
+and their sha256 are never touched, and the verdict is refused if the bundle's artefacts are not
+the ones parity ran on.
+
+Example:
+    >>> result = run_parity(bundle, cases)
+    >>> write_parity_report(result)          # bundle/parity/parity.{json,md,png}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from export.parity import ParityResult
+from serving.bundle import MANIFEST_NAME, Bundle, verify_artefacts
+from serving.errors import BundleError
+
+REPORT_DIR = "parity"
+JSON_NAME, MD_NAME, PNG_NAME = "parity.json", "parity.md", "parity.png"
+# Abs errors of exactly 0 are drawn at this floor on the log axis.
+_ERROR_FLOOR = 1e-12
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json_default(value: Any):
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    if value is None:
+        return "not gated"
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def _rows(result: ParityResult) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "artefact", "kind", "provider", "max abs", "max abs tol.", "mean abs", "NaN/Inf",
+        "mean Dice agr.", "worst Dice agr.", "Dice tol.", "masks identical", "runtime (s)",
+        "x Keras", "failed", "verdict",
+    ]
+    ref = result.reference_runtime_s
+    rows = []
+    for a in result.artefacts.values():
+        t = a.tolerances
+        rows.append([
+            a.key, a.kind, a.provider, _fmt(a.max_abs_error), _fmt(t.max_abs, "g"),
+            _fmt(a.mean_abs_error), f"{a.nan_count}/{a.inf_count}",
+            f"{a.mean_dice_agreement:.5f}", f"{a.min_dice_agreement:.5f}",
+            _fmt(t.min_dice_agreement, "g"),
+            f"{a.masks_identical}{' (required)' if t.identical_masks else ''}",
+            f"{a.runtime_s:.3f}", f"{a.runtime_s / ref:.2f}" if ref > 0 else "n/a",
+            ", ".join(a.failed_checks) or "-", "pass" if a.passed else "FAIL",
+        ])
+    return header, rows
+
+
+def format_table(result: ParityResult, markdown: bool = False) -> str:
+    """One row per artefact: errors, Dice agreement, the tolerances used, runtime, verdict.
+
+    Args:
+        result: from `run_parity`.
+        markdown: a Markdown table instead of aligned plain text (for terminals).
+    """
+    header, rows = _rows(result)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    )
+
+
+def render_markdown(result: ParityResult) -> str:
+    """The Markdown report: verdict, results table with the tolerances used, notes."""
+    lines = [
+        f"# Parity report: {result.verdict.upper()}",
+        "",
+        f"- bundle: `{result.bundle_path}`",
+        f"- reference: {result.reference} ({len(result.cases)} cases, mask threshold "
+        f"{result.threshold})",
+        f"- date: {result.created}",
+        "",
+        "## Results and tolerances used",
+        "",
+        format_table(result, markdown=True),
+        "",
+        "A tolerance of \"not gated\" is reported but not checked. Identical masks are required "
+        "where marked \"(required)\". The smallest max-abs tolerance that would pass equals the "
+        "max abs error.",
+        "",
+        f"Keras reference runtime: {result.reference_runtime_s:.3f} s over all cases. Runtimes "
+        "are for information; performance claims come from `make bench`.",
+        "",
+        f"![parity plots]({PNG_NAME})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_figure(result: ParityResult) -> Figure:
+    """Per artefact: artefact vs Keras probability (scatter) and abs error histogram (log-log)."""
+    rows = max(len(result.artefacts), 1)
+    fig = Figure(figsize=(10, 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for (ax_s, ax_h), a in zip(axes, result.artefacts.values(), strict=False):
+        ref, got = a.sample[:, 0], a.sample[:, 1]
+        ax_s.scatter(ref, got, s=2, alpha=0.4, rasterized=True)
+        ax_s.plot([0, 1], [0, 1], color="black", linewidth=0.8)
+        ax_s.set(
+            xlabel="Keras probability",
+            ylabel=f"{a.key} probability",
+            title=f"{a.key}: {'pass' if a.passed else 'FAIL'} (n={len(ref)} sampled)",
+        )
+        err = np.abs(got.astype(np.float64) - ref)
+        err = np.maximum(err[np.isfinite(err)], _ERROR_FLOOR)
+        if err.size:
+            top = math.log10(max(err.max(), 1e-6)) + 0.1
+            bins = np.logspace(math.log10(_ERROR_FLOOR), top, 60)
+            ax_h.hist(err, bins=bins)
+        ax_h.set_xscale("log")
+        ax_h.set_yscale("log")  # single outliers stay visible next to thousands of exact matches
+        if a.tolerances.max_abs is not None:
+            ax_h.axvline(a.tolerances.max_abs, color="red", linestyle="--", label="max abs tol.")
+            ax_h.legend(loc="upper left")
+        ax_h.set(
+            xlabel=f"|{a.key} - Keras| (0 drawn at {_ERROR_FLOOR:g})",
+            ylabel="count",
+            title=f"abs error, max {_fmt(a.max_abs_error)}",
+        )
+    return fig
+
+
+def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report: Path) -> None:
+    """Set the manifest's `parity` entry, leaving every other entry as it was.
+
+    Raises:
+        BundleError: if the bundle's artefacts fail verification or differ from those parity ran
+            on (their sha256).
+    """
+    root = Path(bundle_path)
+    manifest_path = root / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise BundleError(
+            f"{MANIFEST_NAME} must be readable JSON. Received: {str(manifest_path)!r}: {err}"
+        ) from err
+    verify_artefacts(root, manifest["artefacts"])
+    recorded = {a.get("key", a["format"]): a["sha256"] for a in manifest["artefacts"]}
+    for key, a in result.artefacts.items():
+        if recorded.get(key) != a.sha256:
+            raise BundleError(
+                f"Parity verdicts may only be recorded for the artefacts parity ran on; artefact "
+                f"`{key}` changed since. Received: manifest sha256={recorded.get(key)}, "
+                f"parity sha256={a.sha256}"
+            )
+    try:
+        report_ref = report.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        report_ref = str(report.resolve())
+    manifest["parity"] = {
+        "verdict": result.verdict,
+        "report": report_ref,
+        "tolerances": result.tolerances,
+        "failures": result.failures,
+        "cases": len(result.cases),
+        "date": result.created,
+    }
+    _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+
+
+def write_parity_report(
+    result: ParityResult,
+    out_dir: str | os.PathLike | None = None,
+    bundle: Bundle | str | os.PathLike | None = None,
+    *,
+    update_manifest: bool = True,
+) -> Path:
+    """Write `parity.json`, `parity.md` and `parity.png`, then record the verdict in the bundle.
+
+    Args:
+        result: from `export.parity.run_parity`.
+        out_dir: report folder; default `<bundle>/parity`.
+        bundle: the bundle whose manifest records the verdict (a `Bundle` or its folder);
+            default `result.bundle_path`.
+        update_manifest: set the bundle manifest's `parity` entry (verdict, report file,
+            tolerances, date).
+
+    Returns:
+        The report folder.
+
+    Raises:
+        BundleError: if the manifest cannot be updated (see `record_verdict`).
+    """
+    root = Path(result.bundle_path if bundle is None else getattr(bundle, "path", bundle))
+    out = Path(out_dir) if out_dir is not None else root / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(result.to_dict(), indent=2, default=_json_default) + "\n"
+    _atomic_write(out / JSON_NAME, payload.encode("utf-8"))
+    _atomic_write(out / MD_NAME, render_markdown(result).encode("utf-8"))
+    png = out / f".{PNG_NAME}.tmp-{uuid.uuid4().hex[:8]}.png"
+    try:
+        render_figure(result).savefig(png, dpi=100)
+        os.replace(png, out / PNG_NAME)
+    finally:
+        png.unlink(missing_ok=True)
+    if update_manifest:
+        record_verdict(root, result, out / JSON_NAME)
+    return out
