@@ -1,5 +1,6 @@
 """kerasmed runtime: read medical images, preprocess, run exported models. Needs no TensorFlow."""
 
+from serving.bundle import Bundle, load_bundle
 from serving.errors import (
     BundleError,
     ConfigError,
@@ -13,6 +14,8 @@ from serving.preprocessing import PreprocessRecord, PreprocessSpec, invert, prep
 from serving.runners import Runner, TensorSpec, make_runner
 
 __all__ = [
+    "Bundle",
+    "load_bundle",
     "BundleError",
     "ConfigError",
     "DataError",
