@@ -166,7 +166,13 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
 
 
 def _assemble(slices: list, folder: Path) -> Image:
-    geometry_tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+    geometry_tags = (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "Rows",
+        "Columns",
+    )
     for path, ds in slices:
         _require(ds, path, *geometry_tags)
     first_path, first = slices[0]
@@ -179,8 +185,8 @@ def _assemble(slices: list, folder: Path) -> Image:
         ):
             raise DataError(
                 f"All slices of a series must share Rows, Columns and ImageOrientationPatient; "
-                f"`{path}` differs from `{first_path}`. Received: {int(ds.Rows)}x{int(ds.Columns)}, "
-                f"{list(ds.ImageOrientationPatient)}"
+                f"`{path}` differs from `{first_path}`. "
+                f"Received: {int(ds.Rows)}x{int(ds.Columns)}, {list(ds.ImageOrientationPatient)}"
             )
     row_cosines, col_cosines = orientation[:3], orientation[3:6]
     normal = np.cross(row_cosines, col_cosines)
@@ -221,14 +227,15 @@ def _slice_gap(along: np.ndarray, slices: list, folder: Path) -> float:
         i = int(np.argmin(gaps))
         raise DataError(
             f"Slices of a series must have distinct positions along the slice normal; "
-            f"`{slices[i][0]}` and `{slices[i + 1][0]}` coincide. Received: position {along[i]:.4f} mm twice"
+            f"`{slices[i][0]}` and `{slices[i + 1][0]}` coincide. "
+            f"Received: position {along[i]:.4f} mm twice"
         )
     gap = float(np.median(gaps))
     worst = float(np.max(np.abs(gaps - gap)))
     if worst > _GAP_TOLERANCE * gap:
         raise DataError(
-            f"Slice gaps of a series must be uniform within {_GAP_TOLERANCE:.0%} (missing slice?) in "
-            f"{str(folder)!r}; median gap {gap:.4f} mm. Received: gaps from {gaps.min():.4f} "
+            f"Slice gaps of a series must be uniform within {_GAP_TOLERANCE:.0%} (missing slice?) "
+            f"in {str(folder)!r}; median gap {gap:.4f} mm. Received: gaps from {gaps.min():.4f} "
             f"to {gaps.max():.4f} mm"
         )
     return gap
@@ -306,21 +313,64 @@ def write_dicom_series(
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise DataError(
-            f"`folder` already exists; pass overwrite=True to replace it. Received: folder={str(folder)!r}"
+            "`folder` already exists; pass overwrite=True to replace it. "
+            f"Received: folder={str(folder)!r}"
         )
 
     def uid(tag: str) -> str:
-        return generate_uid(entropy_srcs=[uid_entropy, tag]) if uid_entropy is not None else generate_uid()
+        return (
+            generate_uid(entropy_srcs=[uid_entropy, tag])
+            if uid_entropy is not None
+            else generate_uid()
+        )
 
     study_uid = study_uid or uid("study")
     series_uid = series_uid or uid("series")
     frame_uid = uid("frame-of-reference")
-    stored = np.clip(np.rint(np.asarray(image.array, np.float64) - _INTERCEPT), _INT16.min, _INT16.max)
+    stored = np.clip(
+        np.rint(np.asarray(image.array, np.float64) - _INTERCEPT), _INT16.min, _INT16.max
+    )
     stored = stored.astype("<i2")
-    orientation = [_ds(v) for v in (*direction[:, 2], *direction[:, 1])]
     slice_gap, row_spacing, col_spacing = image.spacing
     normal = np.cross(direction[:, 2], direction[:, 1])
 
+    # Type 2 patient/study tags are present but empty: the series identifies no one.
+    series_tags = {
+        "SOPClassUID": CTImageStorage,
+        "StudyInstanceUID": study_uid,
+        "SeriesInstanceUID": series_uid,
+        "FrameOfReferenceUID": frame_uid,
+        "PositionReferenceIndicator": "",
+        "PatientName": patient_id,
+        "PatientID": patient_id,
+        **dict.fromkeys(
+            ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID"), ""
+        ),
+        **dict.fromkeys(("AccessionNumber", "ReferringPhysicianName", "KVP"), ""),
+        "Modality": "CT",
+        "Manufacturer": "kerasmed",
+        "SeriesDescription": series_description,
+        "SeriesNumber": 1,
+        "ImageType": ["DERIVED", "SECONDARY", "AXIAL"],
+        "PatientPosition": "HFS",
+        "ImageOrientationPatient": [_ds(v) for v in (*direction[:, 2], *direction[:, 1])],
+        "PixelSpacing": [_ds(row_spacing), _ds(col_spacing)],
+        "SliceThickness": _ds(slice_gap),
+        "SpacingBetweenSlices": _ds(slice_gap),
+        "SamplesPerPixel": 1,
+        "PhotometricInterpretation": "MONOCHROME2",
+        "Rows": image.shape[1],
+        "Columns": image.shape[2],
+        "BitsAllocated": 16,
+        "BitsStored": 16,
+        "HighBit": 15,
+        "PixelRepresentation": 1,
+        "RescaleIntercept": _ds(_INTERCEPT),
+        "RescaleSlope": "1",
+        "RescaleType": "HU",
+        "WindowCenter": _ds(window[0]),
+        "WindowWidth": _ds(window[1]),
+    }
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -335,47 +385,12 @@ def write_dicom_series(
             meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
             ds = Dataset()
             ds.file_meta = meta
-            ds.SOPClassUID = CTImageStorage
+            for keyword, value in series_tags.items():
+                setattr(ds, keyword, value)
             ds.SOPInstanceUID = sop_uid
-            ds.StudyInstanceUID = study_uid
-            ds.SeriesInstanceUID = series_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.PositionReferenceIndicator = ""
-            ds.PatientName = patient_id
-            ds.PatientID = patient_id
-            ds.PatientBirthDate = ""
-            ds.PatientSex = ""
-            ds.StudyDate = ""
-            ds.StudyTime = ""
-            ds.StudyID = ""
-            ds.AccessionNumber = ""
-            ds.ReferringPhysicianName = ""
-            ds.Modality = "CT"
-            ds.Manufacturer = "kerasmed"
-            ds.SeriesDescription = series_description
-            ds.SeriesNumber = 1
             ds.InstanceNumber = k + 1
-            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-            ds.KVP = ""
-            ds.PatientPosition = "HFS"
             ds.ImagePositionPatient = [_ds(v) for v in position]
-            ds.ImageOrientationPatient = orientation
             ds.SliceLocation = _ds(position @ normal)
-            ds.PixelSpacing = [_ds(row_spacing), _ds(col_spacing)]
-            ds.SliceThickness = _ds(slice_gap)
-            ds.SpacingBetweenSlices = _ds(slice_gap)
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = image.shape[1], image.shape[2]
-            ds.BitsAllocated = 16
-            ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = 1
-            ds.RescaleIntercept = _ds(_INTERCEPT)
-            ds.RescaleSlope = "1"
-            ds.RescaleType = "HU"
-            ds.WindowCenter = _ds(window[0])
-            ds.WindowWidth = _ds(window[1])
             ds.PixelData = stored[k].tobytes()
             ds.save_as(tmp / f"IM{k + 1:04d}.dcm", enforce_file_format=True)
         _replace_dir(tmp, folder, overwrite)

@@ -85,7 +85,9 @@ def write_nifti(image: Image, path: str | os.PathLike) -> Path:
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         raise DataError(f"`path` must end in .nii or .nii.gz. Received: path={str(path)!r}")
     if image.ndim != 3:
-        raise DataError(f"`image` must be 3D (z, y, x) to be written as NIfTI. Received: shape={image.shape}")
+        raise DataError(
+            f"`image` must be 3D (z, y, x) to be written as NIfTI. Received: shape={image.shape}"
+        )
     data = _safe_dtype(np.asarray(image.array), path).transpose(2, 1, 0)
     affine = _image_to_ras_affine(image)
     nifti = nib.Nifti1Image(data, affine)
@@ -150,10 +152,14 @@ def read_nifti(path: str | os.PathLike) -> Image:
     linear = affine[:3, :3]
     spacing_ijk = np.linalg.norm(linear, axis=0)
     if np.any(spacing_ijk <= 0):
-        raise DataError(f"`{path}` must have a non-degenerate affine. Received: affine={affine.tolist()}")
+        raise DataError(
+            f"`{path}` must have a non-degenerate affine. Received: affine={affine.tolist()}"
+        )
     direction_ijk = _LPS_TO_RAS @ (linear / spacing_ijk[None, :])
     modality = "OT"
-    text = bytes(np.asarray(descrip).item()).decode("ascii", "ignore") if descrip is not None else ""
+    text = (
+        bytes(np.asarray(descrip).item()).decode("ascii", "ignore") if descrip is not None else ""
+    )
     if text.startswith(_DESCRIP_PREFIX):
         modality = text[len(_DESCRIP_PREFIX) :].strip() or "OT"
     return Image(

@@ -53,7 +53,9 @@ def test_round_trip_hu_and_geometry(tmp_path, direction):
     _assert_same_geometry(back, image)
     # Index -> LPS agrees voxel by voxel, not only the matrices.
     corner = np.array([5, 19, 23])
-    np.testing.assert_allclose(back.index_to_physical(corner), image.index_to_physical(corner), atol=1e-3)
+    np.testing.assert_allclose(
+        back.index_to_physical(corner), image.index_to_physical(corner), atol=1e-3
+    )
 
 
 def test_written_tags_describe_a_ct_series(tmp_path):
@@ -98,7 +100,7 @@ def test_shuffled_files_sort_by_position(tmp_path):
     # Scramble both the file names and InstanceNumber: only the positions may decide the order.
     rng = np.random.default_rng(3)
     paths = sorted(folder.iterdir())
-    for new_index, path in zip(rng.permutation(len(paths)), paths):
+    for new_index, path in zip(rng.permutation(len(paths)), paths, strict=True):
         ds = pydicom.dcmread(path)
         ds.InstanceNumber = int(rng.integers(1, 100))
         ds.save_as(tmp_path / f"x{new_index:02d}.dcm")
@@ -179,7 +181,9 @@ def test_write_refuses_existing_folder_unless_overwrite(tmp_path):
     with pytest.raises(DataError, match="already exists"):
         write_dicom_series(image, folder)
     write_dicom_series(image.with_array(image.array + 10), folder, overwrite=True)
-    np.testing.assert_allclose(read_dicom_series(folder).array, image.array + 10, atol=HU_ATOL, rtol=0)
+    np.testing.assert_allclose(
+        read_dicom_series(folder).array, image.array + 10, atol=HU_ATOL, rtol=0
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["ct"]  # no temporary folders left behind
 
 

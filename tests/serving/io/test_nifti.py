@@ -24,7 +24,13 @@ def _oblique_direction():
 def _image(dtype=np.float32, direction=None, modality="CT"):
     rng = np.random.default_rng(0)
     array = rng.uniform(-1000, 1000, (5, 7, 9)).astype(dtype)
-    return Image(array, spacing=(2.5, 0.75, 0.8), origin=(-120.5, 33.25, -210.0), direction=direction, modality=modality)
+    return Image(
+        array,
+        spacing=(2.5, 0.75, 0.8),
+        origin=(-120.5, 33.25, -210.0),
+        direction=direction,
+        modality=modality,
+    )
 
 
 def _assert_same(a: Image, b: Image):

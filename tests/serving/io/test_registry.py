@@ -59,7 +59,10 @@ def test_npy_reader_refuses_bad_arrays(tmp_path):
 def test_unknown_suffix_lists_valid_formats(tmp_path):
     path = tmp_path / "photo.png"
     path.write_bytes(b"\x89PNG")
-    with pytest.raises(DataError, match=r"Unknown image format.*\.nii\.gz \(nifti\).*\.npy \(npy\).*Received: suffix='\.png'"):
+    with pytest.raises(
+        DataError,
+        match=r"Unknown image format.*\.nii\.gz \(nifti\).*\.npy \(npy\).*Received: suffix='\.png'",
+    ):
         read_image(path)
     with pytest.raises(DataError, match="existing DICOM folder or image file"):
         read_image(tmp_path / "missing.png")
