@@ -33,7 +33,7 @@ def import_tensorflow() -> None:
     """
     if "tensorflow" in sys.modules:
         return
-    fd = sys.stderr.fileno()
+    fd = 2  # the process-level stderr, whatever sys.stderr has been replaced with
     saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
     try:
         sys.stderr.flush()

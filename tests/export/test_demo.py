@@ -1,0 +1,39 @@
+"""End to end on a tiny configuration: generate, train a few steps, evaluate, export, compare."""
+
+import json
+from pathlib import Path
+
+from kerasmed.cli import main
+from serving.bundle import load_bundle
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.yaml"
+
+
+def test_tiny_demo_end_to_end_passes_parity(tmp_path, capsys):
+    code = main(["--quiet", "demo", "--workdir", str(tmp_path), "--config", str(CONFIG),
+                 "--profile", "tiny"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "parity: PASS" in out and "report folder:" in out
+
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    for key in ("saved_model", "tflite", "onnx"):
+        art = summary["parity"]["artefacts"][key]
+        assert art["passed"], art
+        assert art["nan_count"] == 0 and art["inf_count"] == 0
+    assert summary["parity"]["artefacts"]["saved_model"]["max_abs_error"] <= 1e-5
+    assert summary["parity"]["artefacts"]["onnx"]["max_abs_error"] <= 1e-4
+    assert summary["parity"]["artefacts"]["tflite"]["max_abs_error"] <= 1e-4
+    assert 0.0 <= summary["evaluation"]["baseline_mean_dice"] <= 1.0
+
+    run = tmp_path / "runs" / "lung_nodule_seg_2d"
+    for rel in ("model.keras", "checkpoints/best.keras", "training_log.csv", "config.yaml",
+                "eval/metrics.csv", "eval/summary.json", "eval/overlay_montage.png",
+                "eval/dice_per_case.png", "eval/training_curves.png",
+                "bundle/parity/parity.json", "bundle/parity/parity.md", "bundle/parity/parity.png"):
+        assert (run / rel).is_file(), rel
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+
+    bundle = load_bundle(run / "bundle")  # verifies every sha256
+    assert bundle.parity["verdict"] == "pass"
+    assert {a["format"] for a in bundle.artefacts} >= {"keras", "saved_model", "tflite", "onnx"}
