@@ -69,12 +69,21 @@ class AugmentationConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "unet2d"
+    context_slices: PositiveInt = Field(1, description="Odd number of neighbouring slices as channels (2.5D).")
     num_classes: PositiveInt = 1
     filters: PositiveInt = 16
     depth: PositiveInt = 3
     normalization: Literal["batch", "group", "none"] = "batch"
     hu_window: tuple[float, float] = (-1000.0, 400.0)
     class_names: tuple[str, ...] = ("background", "nodule")
+
+
+    @pydantic.field_validator("context_slices")
+    @classmethod
+    def _odd(cls, v):
+        if v % 2 == 0:
+            raise ValueError("must be odd, so the predicted slice is the centre one")
+        return v
 
 
 class TrainingConfig(_Section):

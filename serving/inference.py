@@ -1,8 +1,10 @@
 """Run a 2D slice model over a volume: preprocess, batch the slices, run, map back to the source.
 
-The model contract (recorded in every bundle manifest): input `image` `(N, H, W, 1)` float32 raw
-intensities; output `probs` `(N, H, W, C)` float32 probabilities (C=1 sigmoid foreground, C>1
-softmax classes).
+The model contract (recorded in every bundle manifest): input `image` `(N, H, W, K)` float32 raw
+intensities, where the K channels are K consecutive slices centred on the predicted one (K=1 is
+plain 2D; K>1 is "2.5D", which lets a slice model tell a tube that runs through many slices, a
+vessel, from a sphere, a nodule); output `probs` `(N, H, W, C)` float32 probabilities (C=1 sigmoid
+foreground, C>1 softmax classes). K is read from the runner's input spec.
 """
 
 from __future__ import annotations
@@ -15,8 +17,32 @@ from serving.preprocessing import PreprocessRecord, PreprocessSpec, invert, prep
 from serving.runners.base_runner import Runner
 
 
+def slice_stack(volume: np.ndarray, centres, context: int) -> np.ndarray:
+    """Stacks of `context` consecutive slices around each centre, edge slices repeated.
+
+    Args:
+        volume: `(Z, H, W)` array.
+        centres: slice indices, shape `(n,)`.
+        context: odd number of slices per stack.
+
+    Returns:
+        `(n, H, W, context)` array (channels last, as the model takes them).
+    """
+    if context < 1 or context % 2 == 0:
+        raise DataError(f"`context` must be a positive odd number of slices. Received: {context}")
+    offsets = np.arange(context) - context // 2
+    index = np.clip(np.asarray(centres)[:, None] + offsets[None, :], 0, volume.shape[0] - 1)
+    return np.moveaxis(np.asarray(volume)[index], 1, -1)
+
+
+def input_context(runner: Runner) -> int:
+    """Number of slices the runner's model takes per prediction (its input's channel count)."""
+    channels = runner.input_specs[0].shape[-1]
+    return int(channels) if channels else 1
+
+
 def predict_slices(runner: Runner, volume: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Run `runner` on every axial slice of a preprocessed volume.
+    """Run `runner` on every axial slice of a preprocessed volume (with its neighbours for 2.5D).
 
     Args:
         runner: any Runner following the model contract.
@@ -28,9 +54,11 @@ def predict_slices(runner: Runner, volume: np.ndarray, batch_size: int = 8) -> n
     """
     if volume.ndim != 3:
         raise DataError(f"`volume` must be (Z, H, W). Received: shape={volume.shape}")
+    context = input_context(runner)
     out = []
     for start in range(0, volume.shape[0], batch_size):
-        batch = volume[start : start + batch_size, ..., None].astype(np.float32, copy=False)
+        centres = np.arange(start, min(start + batch_size, volume.shape[0]))
+        batch = slice_stack(volume, centres, context).astype(np.float32, copy=False)
         out.append(np.asarray(runner.predict(batch), dtype=np.float32))
     return np.concatenate(out, axis=0)
 

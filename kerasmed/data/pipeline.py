@@ -13,6 +13,7 @@ import tensorflow as tf
 from kerasmed.data.augment import RandomAugment2D
 from kerasmed.data.cache import CachedCase
 from serving.errors import ConfigError, DataError
+from serving.inference import slice_stack
 
 
 class SliceSampler:
@@ -20,16 +21,16 @@ class SliceSampler:
 
     Args:
         cases: cached cases of one split.
+        context: odd number of neighbouring slices per example (channels), as the model takes.
         patch_size: `(h, w)` patch size; must fit inside the cached slices.
-        pad_value: HU used if a patch runs off the slice.
     """
 
-    def __init__(self, cases: list[CachedCase], patch_size, pad_value=-1024.0):
+    def __init__(self, cases: list[CachedCase], context: int, patch_size):
         if not cases:
             raise DataError("No cached cases to sample from. Received: 0 cases")
         self.cases = cases
+        self.context = int(context)
         self.patch = tuple(int(p) for p in patch_size)
-        self.pad_value = float(pad_value)
         h, w = cases[0].image.shape[1:]
         if self.patch[0] > h or self.patch[1] > w:
             raise ConfigError(
@@ -47,9 +48,9 @@ class SliceSampler:
     def crop(self, case_index, slice_index, positive, seed):
         rng = np.random.default_rng(np.asarray(seed, dtype=np.uint64))
         case = self.cases[int(case_index)]
-        image = np.asarray(case.image[int(slice_index)], dtype=np.float32)
+        image = slice_stack(case.image, [int(slice_index)], self.context)[0].astype(np.float32)
         mask = np.asarray(case.mask[int(slice_index)], dtype=np.float32)
-        (ph, pw), (h, w) = self.patch, image.shape
+        (ph, pw), (h, w) = self.patch, mask.shape
         if positive:
             fg = np.argwhere(mask > 0)
             cy, cx = fg[rng.integers(len(fg))]
@@ -59,11 +60,12 @@ class SliceSampler:
             y0, x0 = int(np.clip(cy - ph // 2, 0, h - ph)), int(np.clip(cx - pw // 2, 0, w - pw))
         else:
             y0, x0 = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
-        return image[y0 : y0 + ph, x0 : x0 + pw, None], mask[y0 : y0 + ph, x0 : x0 + pw, None]
+        return image[y0 : y0 + ph, x0 : x0 + pw], mask[y0 : y0 + ph, x0 : x0 + pw, None]
 
 
 def make_train_dataset(
     cases: list[CachedCase],
+    context: int,
     patch_size,
     batch_size: int,
     positive_fraction: float = 0.5,
@@ -71,8 +73,8 @@ def make_train_dataset(
     shuffle_buffer: int = 256,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Infinite dataset of `(image, mask)` batches: `(B, h, w, 1)` float32 HU and `(B, h, w, 1)`."""
-    sampler = SliceSampler(cases, patch_size)
+    """Infinite dataset of `(image, mask)` batches: `(B, h, w, K)` float32 HU and `(B, h, w, 1)`."""
+    sampler = SliceSampler(cases, context, patch_size)
     parts, weights = [], []
     for rows, flag, weight in (
         (sampler.positive, True, positive_fraction),
@@ -95,7 +97,7 @@ def make_train_dataset(
         image, mask = tf.numpy_function(
             sampler.crop, [case_index, slice_index, positive, seed_pair], [tf.float32, tf.float32]
         )
-        image.set_shape((ph, pw, 1))
+        image.set_shape((ph, pw, sampler.context))
         mask.set_shape((ph, pw, 1))
         if augment is not None:
             image, mask = augment(image, mask, seed_pair)
@@ -106,7 +108,9 @@ def make_train_dataset(
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def select_val_slices(cases: list[CachedCase], max_slices: int) -> tuple[np.ndarray, np.ndarray]:
+def select_val_slices(
+    cases: list[CachedCase], context: int, max_slices: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Whole validation slices: every positive slice (evenly thinned) plus as many negatives."""
     pos, neg = [], []
     for case in cases:
@@ -123,12 +127,14 @@ def select_val_slices(cases: list[CachedCase], max_slices: int) -> tuple[np.ndar
     chosen = thin(pos, half) + thin(neg, max_slices - min(len(pos), half))
     if not chosen:
         raise DataError("The validation split has no slices. Received: 0 slices")
-    images = np.stack([np.asarray(c.image[z], np.float32) for c, z in chosen])[..., None]
+    images = np.concatenate([slice_stack(c.image, [z], context) for c, z in chosen]).astype(np.float32)
     masks = np.stack([np.asarray(c.mask[z], np.float32) for c, z in chosen])[..., None]
     return images, masks
 
 
-def make_val_dataset(cases: list[CachedCase], batch_size: int, max_slices: int = 64) -> tf.data.Dataset:
-    """Finite dataset of whole validation slices `(B, H, W, 1)`, in a fixed order."""
-    images, masks = select_val_slices(cases, max_slices)
+def make_val_dataset(
+    cases: list[CachedCase], context: int, batch_size: int, max_slices: int = 64
+) -> tf.data.Dataset:
+    """Finite dataset of whole validation slices `(B, H, W, K)`, in a fixed order."""
+    images, masks = select_val_slices(cases, context, max_slices)
     return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -57,7 +57,7 @@ def build_compiled_model(config: Config) -> keras.Model:
     m = config.model
     model = build_model(
         m.name,
-        input_shape=(None, None, 1),
+        input_shape=(None, None, m.context_slices),
         num_classes=m.num_classes,
         filters=m.filters,
         depth=m.depth,
@@ -98,8 +98,10 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
         s, a = config.sampling, config.augmentation
         with strategy.scope():
             model = build_compiled_model(config)
+        context = config.model.context_slices
         train_ds = make_train_dataset(
             train_cases,
+            context,
             s.patch_size,
             s.batch_size * replicas,
             s.positive_fraction,
@@ -108,7 +110,7 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
             s.shuffle_buffer,
             config.seed,
         )
-        val_ds = make_val_dataset(val_cases, max(1, s.batch_size // 2) * replicas,
+        val_ds = make_val_dataset(val_cases, context, max(1, s.batch_size // 2) * replicas,
                                   config.training.max_val_slices)
         t = config.training
         callbacks = [
@@ -130,6 +132,7 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
             strategy.experimental_distribute_dataset(train_ds),
             validation_data=strategy.experimental_distribute_dataset(val_ds),
             epochs=t.epochs,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a Dataset
             steps_per_epoch=t.steps_per_epoch,
             callbacks=callbacks,
             verbose=(1 if sys.stdout.isatty() else 2) if progress else 0,

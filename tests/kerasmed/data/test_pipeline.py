@@ -20,7 +20,7 @@ def _cases(n=3, z=10, size=48):
 
 
 def test_positive_fraction_is_respected_and_patches_align():
-    ds = make_train_dataset(_cases(), (16, 16), batch_size=32, positive_fraction=0.5, seed=0)
+    ds = make_train_dataset(_cases(), 1, (16, 16), batch_size=32, positive_fraction=0.5, seed=0)
     images, masks = next(iter(ds.take(1)))
     images, masks = images.numpy(), masks.numpy()
     assert images.shape == (32, 16, 16, 1) and masks.shape == (32, 16, 16, 1)
@@ -33,21 +33,23 @@ def test_positive_fraction_is_respected_and_patches_align():
 
 def test_augmented_pairs_stay_aligned_and_seed_reproduces():
     aug = RandomAugment2D(intensity_shift_hu=0.0, intensity_scale=0.0)
-    a = make_train_dataset(_cases(), (16, 16), 16, 1.0, aug, seed=5)
-    b = make_train_dataset(_cases(), (16, 16), 16, 1.0, aug, seed=5)
+    a = make_train_dataset(_cases(), 3, (16, 16), 16, 1.0, aug, seed=5)
+    b = make_train_dataset(_cases(), 3, (16, 16), 16, 1.0, aug, seed=5)
     (ia, ma), (ib, mb) = next(iter(a)), next(iter(b))
     np.testing.assert_array_equal(ia.numpy(), ib.numpy())
-    np.testing.assert_array_equal(ia.numpy()[ma.numpy() > 0], 40.0)
+    assert ia.shape[-1] == 3
+    # The centre channel is the labelled slice: nodule HU exactly under the (augmented) mask.
+    np.testing.assert_array_equal(ia.numpy()[..., 1][ma.numpy()[..., 0] > 0], 40.0)
     assert all(m.any() for m in ma.numpy())  # positive_fraction=1 -> every patch has foreground
 
 
 def test_patch_larger_than_slice_names_the_key():
     with pytest.raises(ConfigError, match="patch_size"):
-        make_train_dataset(_cases(size=16), (32, 32), 4)
+        make_train_dataset(_cases(size=16), 1, (32, 32), 4)
 
 
 def test_val_dataset_whole_slices_with_positives():
-    ds = make_val_dataset(_cases(), batch_size=4, max_slices=8)
+    ds = make_val_dataset(_cases(), 1, batch_size=4, max_slices=8)
     images, masks = zip(*[(i.numpy(), m.numpy()) for i, m in ds])
     masks = np.concatenate(masks)
     assert masks.shape[1:] == (48, 48, 1) and len(masks) == 8

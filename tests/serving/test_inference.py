@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from serving.errors import DataError
+from serving.image import Image
+from serving.inference import predict_image, predict_slices, probs_to_mask, slice_stack
+from serving.preprocessing import PreprocessSpec
+from serving.runners.base_runner import Runner, TensorSpec
+
+
+class CentreMinusMean(Runner):
+    """A stand-in model: probability = sigmoid(centre channel - mean of channels)."""
+
+    format = "numpy"
+
+    def __init__(self, context):
+        self.context = context
+
+    input_specs = property(lambda self: [TensorSpec("image", (None, None, None, self.context), "float32")])
+    output_specs = property(lambda self: [TensorSpec("probs", (None, None, None, 1), "float32")])
+    provider = property(lambda self: "numpy")
+
+    def _run(self, inputs):
+        x = inputs["image"]
+        c = x[..., self.context // 2 : self.context // 2 + 1]
+        return {"probs": 1 / (1 + np.exp(-(c - x.mean(-1, keepdims=True))))}
+
+
+def test_slice_stack_centres_and_repeats_edges():
+    volume = np.arange(5)[:, None, None] * np.ones((5, 2, 3))
+    stack = slice_stack(volume, [0, 2, 4], 3)
+    assert stack.shape == (3, 2, 3, 3)
+    np.testing.assert_array_equal(stack[:, 0, 0], [[0, 0, 1], [1, 2, 3], [3, 4, 4]])
+    with pytest.raises(DataError, match="odd"):
+        slice_stack(volume, [0], 2)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_predict_slices_matches_direct_run_for_any_batch_size(batch_size):
+    volume = np.random.default_rng(0).normal(size=(7, 8, 8)).astype(np.float32)
+    runner = CentreMinusMean(5)
+    expected = runner.predict(slice_stack(volume, np.arange(7), 5))
+    np.testing.assert_allclose(predict_slices(runner, volume, batch_size), expected, atol=1e-7)
+
+
+def test_predict_image_returns_source_geometry():
+    image = Image(np.zeros((4, 30, 20), np.float32), spacing=(2.5, 1.0, 1.0))
+    probs_src, probs_pre, record = predict_image(
+        CentreMinusMean(3), image, PreprocessSpec((None, 2.0, 2.0), (None, 16, 16))
+    )
+    assert probs_pre.shape == (4, 16, 16, 1) and probs_src.shape == (4, 30, 20, 1)
+    np.testing.assert_allclose(probs_src, 0.5, atol=1e-6)  # flat image -> sigmoid(0)
+    assert probs_to_mask(probs_src).dtype == np.uint8
+
+
+def test_probs_to_mask_threshold_and_argmax():
+    p = np.array([[0.2], [0.5], [0.9]])
+    np.testing.assert_array_equal(probs_to_mask(p, 0.5), [0, 1, 1])
+    q = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    np.testing.assert_array_equal(probs_to_mask(q), [0, 2])
