@@ -21,7 +21,7 @@ import keras
 import kerasmed
 from export.exporters.base_exporter import model_io
 from export.exporters.registry import EXPORTERS, get_exporter
-from export.float32 import as_float32
+from kerasmed.models.float32 import as_float32
 from serving.bundle import MANIFEST_NAME
 from serving.errors import ConfigError
 from serving.preprocessing import PreprocessSpec
@@ -155,7 +155,7 @@ def write_bundle(
 
     Args:
         model: trained Keras model, `image` `(N, H, W, 1)` raw HU -> `probs` `(N, H, W, C)`.
-            A mixed-precision model is rebuilt in float32 first (`export.float32.as_float32`).
+            A mixed-precision model is rebuilt in float32 first (`kerasmed.models.float32.as_float32`).
         out_dir: bundle folder. An existing bundle (a folder holding `manifest.json`, or an
             empty folder) is replaced only after the new one is complete.
         name: bundle name recorded in the manifest.

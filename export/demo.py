@@ -24,12 +24,12 @@ from kerasmed.training.trainer import train
 # end-to-end smoke test; "full" trains the config as written.
 PROFILES: dict[str, list[str]] = {
     "full": [],
-    "fast": ["training.epochs=40", "training.max_minutes=5.0"],
+    "fast": ["training.epochs=40", "training.max_minutes=6.5", "training.mixed_precision=auto"],
     "tiny": [
         "synthetic.num_cases=4", "synthetic.shape=[12,96,96]", "synthetic.split_fractions=[0.5,0.5,0.0]",
         "preprocessing.size=[null,96,96]", "sampling.patch_size=[48,48]", "sampling.batch_size=4",
         "model.filters=4", "model.depth=2", "training.epochs=2", "training.steps_per_epoch=3",
-        "training.max_val_slices=8",
+        "training.max_val_slices=8", "training.mixed_precision=auto",
     ],
 }
 REPORT_FILES = ("eval/training_curves.png", "eval/dice_per_case.png", "eval/overlay_montage.png",
@@ -65,10 +65,26 @@ def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast"
     print()
     print(f"model mean Dice (val, {ev['cases']} cases): {ev['mean_dice']:.3f}   "
           f"HU-threshold baseline: {ev['baseline_mean_dice']:.3f}")
-    print(format_table(result))
+    print(demo_table(result, bundle))
     print(f"parity: {'PASS' if result.passed else 'FAIL'}   total {time.monotonic() - t0:.0f} s")
     print(f"report folder: {report}")
     return 0 if result.passed else 1
+
+
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def demo_table(result, bundle: Path) -> str:
+    """One row per artefact: size, max abs error against Keras, Dice agreement, verdict."""
+    rows = [("artefact", "size MB", "max abs err", "tolerance", "Dice agreement", "result")]
+    for key, a in result.artefacts.items():
+        rows.append((key, f"{_size_mb(bundle / a.file):.2f}", f"{a.max_abs_error:.2e}",
+                     f"{a.tolerances.max_abs:g}" if a.tolerances.max_abs is not None else "-",
+                     f"{a.mean_dice_agreement:.5f}", "pass" if a.passed else "FAIL"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_summary: dict,

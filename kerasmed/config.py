@@ -69,7 +69,9 @@ class AugmentationConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "unet2d"
-    context_slices: PositiveInt = Field(1, description="Odd number of neighbouring slices as channels (2.5D).")
+    context_slices: PositiveInt = Field(
+        1, description="Odd number of neighbouring slices as channels (2.5D)."
+    )
     num_classes: PositiveInt = 1
     filters: PositiveInt = 16
     depth: PositiveInt = 3
@@ -145,9 +147,10 @@ def _section_at(loc) -> type[BaseModel] | None:
     cls: Any = Config
     for part in loc:
         field = cls.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
-        cls = field.annotation
+        cls = annotation
     return cls
 
 

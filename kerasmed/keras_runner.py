@@ -68,14 +68,6 @@ class KerasRunner(Runner):
         ]
 
     @property
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
-    @property
     def provider(self) -> str:
         return f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
 

@@ -131,10 +131,11 @@ class Bundle:
             sha256, converter, ...).
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: dict[str, Any], verified: set[str] | None = None):
         self.path = path
         self.manifest = manifest
         self.artefacts: list[dict[str, Any]] = list(manifest["artefacts"])
+        self.verified = verified if verified is not None else set(self.artefact_keys)
 
     @property
     def name(self) -> str:
@@ -209,6 +210,11 @@ class Bundle:
                 been imported (serving never imports it).
         """
         entry = self.artefact(key)
+        if entry.get("key", entry["format"]) not in self.verified:
+            raise BundleError(
+                f"Artefact `{key}` was not verified when the bundle was loaded; load it with "
+                f"load_bundle(path, artefacts=[...{key!r}]). Received: verified={sorted(self.verified)}"
+            )
         fmt = entry["format"]
         if fmt not in runner_names():
             hint = " (import kerasmed.keras_runner to register it)" if fmt == "keras" else ""
@@ -222,11 +228,13 @@ class Bundle:
         return f"Bundle(path={str(self.path)!r}, artefacts={self.artefact_keys})"
 
 
-def load_bundle(path: str | os.PathLike) -> Bundle:
+def load_bundle(path: str | os.PathLike, artefacts: list[str] | None = None) -> Bundle:
     """Read `manifest.json` and verify every artefact's sha256.
 
     Args:
         path: the bundle folder.
+        artefacts: verify (and allow running) only these artefact keys, e.g. `["onnx"]` on an
+            edge device that received just `model.onnx` and `manifest.json`. Default: all.
 
     Returns:
         The verified `Bundle`.
@@ -239,5 +247,14 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"A bundle must be a folder. Received: path={str(root)!r}")
     manifest = _read_manifest(root)
-    verify_artefacts(root, manifest["artefacts"])
-    return Bundle(root, manifest)
+    entries = manifest["artefacts"]
+    if artefacts is not None:
+        known = {e.get("key", e.get("format")): e for e in entries}
+        unknown = sorted(set(artefacts) - set(known))
+        if unknown:
+            raise BundleError(
+                f"Unknown artefacts requested; valid keys: {sorted(known)}. Received: {unknown}"
+            )
+        entries = [known[k] for k in artefacts]
+    verify_artefacts(root, entries)
+    return Bundle(root, manifest, {e.get("key", e.get("format")) for e in entries})

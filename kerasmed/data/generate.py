@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kerasmed.data.synthetic_ct import make_case
+from kerasmed.data.synthetic_ct import GENERATOR_VERSION, make_case
 from serving.errors import ConfigError, DataError
 from serving.io import write_dicom_series, write_nifti
 
@@ -114,6 +114,7 @@ def generate_dataset(
     params = {
         "format_version": FORMAT_VERSION,
         "generator": "kerasmed.data.synthetic_ct.make_case",
+        "generator_version": GENERATOR_VERSION,
         "num_cases": num_cases,
         "seed": int(seed),
         "split_fractions": [float(f) for f in split_fractions],

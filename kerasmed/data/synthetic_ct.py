@@ -32,6 +32,9 @@ from kerasmed.data.vessel_tree import grow_tree, render_capsules
 from serving.errors import ConfigError
 from serving.image import Image
 
+# Bumped whenever the same seed would draw a different case, so stale datasets are regenerated.
+GENERATOR_VERSION = 2
+
 AIR_HU, FAT_HU, TISSUE_HU, RIB_HU, VERTEBRA_HU, DISC_HU = -1000.0, -100.0, 40.0, 700.0, 400.0, 90.0
 SLICE_SPACING_MM = 2.5
 IN_PLANE_SPACING_MM = (1.25, 1.45)
@@ -46,7 +49,7 @@ class SyntheticCase:
 
     Attributes:
         ct: float32 Hounsfield units, `(z, y, x)`, axial LPS geometry.
-        nodule_mask: uint8 `(z, y, x)`, 1 inside any nodule (also where it crosses the pleura).
+        nodule_mask: uint8 `(z, y, x)`, 1 inside any nodule (clipped to the lung cavity).
         lung_mask: uint8 `(z, y, x)`, 1 in both lungs, vessels and intrapulmonary nodule parts
             included.
         nodules: one dict per nodule: `center_x_mm`, `center_y_mm`, `center_z_mm` (LPS),
@@ -234,7 +237,7 @@ def make_case(
 
     fov = (origin, origin + np.array([nx - 1, ny - 1, nz - 1]) * np.array([sx, sy, sz]))
     nodules = place_nodules(rng, anat, in_lung, vessels, fov)
-    nodule_mask = render_nodules(ct, nodules, origin, np.array(spacing))
+    nodule_mask = render_nodules(ct, nodules, origin, np.array(spacing), cavity=lung)
 
     # Noise goes in before the blur, so the blur gives it the slight correlation of real CT noise;
     # its amplitude is pre-scaled so that the blurred noise has the drawn standard deviation.

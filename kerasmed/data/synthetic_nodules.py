@@ -183,7 +183,11 @@ def _fits(center, radius, mode, in_lung, lo, hi, placed) -> bool:
 
 
 def render_nodules(
-    ct: np.ndarray, nodules: list[Nodule], origin: np.ndarray, spacing: np.ndarray
+    ct: np.ndarray,
+    nodules: list[Nodule],
+    origin: np.ndarray,
+    spacing: np.ndarray,
+    cavity: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw nodules into `ct` (in place) and return their uint8 mask.
 
@@ -192,9 +196,13 @@ def render_nodules(
         nodules: from `place_nodules`.
         origin: LPS `(x, y, z)` of voxel `[0, 0, 0]`.
         spacing: `(sz, sy, sx)` mm.
+        cavity: bool `(z, y, x)` lung cavity. A nodule is a lung lesion: a juxta-pleural one
+            presses flat against the pleura instead of growing into the chest wall, so both the
+            drawing and the mask are clipped to the cavity. Without the clip, part of the mask
+            would lie in chest wall of the same HU, with no boundary any reader could see.
 
     Returns:
-        uint8 `(z, y, x)` mask, 1 where `distance <= lobulated radius`.
+        uint8 `(z, y, x)` mask, 1 where `distance <= lobulated radius` (inside `cavity`).
     """
     mask = np.zeros(ct.shape, np.uint8)
     spacing_xyz = np.asarray(spacing, float)[::-1]
@@ -220,6 +228,8 @@ def render_nodules(
         edge = width if nod.kind == "solid" else 0.35 * nod.radius
         occ = np.clip((r_dir - dist) / edge + 0.5, 0.0, 1.0).astype(np.float32)
         box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+        inside = np.ones(occ.shape, bool) if cavity is None else cavity[box]
+        occ *= inside
         sub = ct[box]
         drawn = sub + occ * (np.float32(nod.hu) - sub)
         if nod.kind == "solid":
@@ -227,5 +237,5 @@ def render_nodules(
         else:
             drawn = np.maximum(drawn, sub)  # vessels and wall stay visible through ground glass
         ct[box] = drawn
-        mask[box] |= (dist <= r_dir).astype(np.uint8)
+        mask[box] |= ((dist <= r_dir) & inside).astype(np.uint8)
     return mask

@@ -17,5 +17,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 def build_model(model_name: str, **kwargs) -> keras.Model:
     """Build the model registered as `model_name` with builder arguments `kwargs`."""
     if model_name not in MODELS:
-        raise ConfigError(f"Unknown model `{model_name}`; valid names: {sorted(MODELS)}. Received: {model_name!r}")
+        raise ConfigError(
+            f"Unknown model `{model_name}`; valid names: {sorted(MODELS)}. Received: {model_name!r}"
+        )
     return MODELS[model_name](**kwargs)

@@ -2,10 +2,10 @@
 
 Run folder (`<output_dir>/<name>/`):
     config.yaml          the validated config, as used
-    checkpoints/best.keras  best model by validation loss (ModelCheckpoint)
+    checkpoints/best.keras  best model by validation Dice (ModelCheckpoint)
     training_log.csv     per-epoch metrics (CSVLogger)
     tensorboard/         TensorBoard logs
-    model.keras          the best model, written last (its presence marks a finished run)
+    model.keras          the best model in float32, written last (its presence marks a finished run)
     train_summary.json   epochs, best validation loss/Dice, dtype policy, strategy, seconds
 """
 
@@ -25,12 +25,14 @@ from kerasmed.data.cache import build_cache, load_cache
 from kerasmed.data.manifest import read_manifest
 from kerasmed.data.pipeline import make_train_dataset, make_val_dataset
 from kerasmed.losses import DiceCELoss, DiceScore
+from kerasmed.models.float32 import as_float32
 from kerasmed.models.registry import build_model
 from kerasmed.training.strategy import apply_precision, select_strategy
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stop training at the end of the epoch during which `minutes` have passed."""
+    """Stop training once `minutes` have passed (checked after every batch; the current epoch
+    is cut short, then validated and checkpointed as usual)."""
 
     def __init__(self, minutes: float):
         super().__init__()
@@ -38,7 +40,10 @@ class TimeLimit(keras.callbacks.Callback):
         self.start = time.monotonic()
         self.stopped = False
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() - self.start >= self.seconds:
             self.model.stop_training = True
             self.stopped = True
@@ -114,13 +119,19 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
                                   config.training.max_val_slices)
         t = config.training
         callbacks = [
+            # Whole-slice validation Dice is what evaluation measures; the loss is noisier.
             keras.callbacks.ModelCheckpoint(
-                str(run_dir / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True
+                str(run_dir / "checkpoints" / "best.keras"), monitor="val_dice", mode="max",
+                save_best_only=True,
             ),
             keras.callbacks.CSVLogger(str(run_dir / "training_log.csv")),
             keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_dice", mode="max", factor=0.5, patience=3, min_lr=1e-5
+            ),
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=t.early_stopping_patience, restore_best_weights=True
+                monitor="val_dice", mode="max", patience=t.early_stopping_patience,
+                restore_best_weights=True,
             ),
         ]
         limit = TimeLimit(t.max_minutes) if t.max_minutes else None
@@ -138,10 +149,12 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
             verbose=(1 if sys.stdout.isatty() else 2) if progress else 0,
         )
         seconds = time.monotonic() - start
-        val_loss = history.history["val_loss"]
-        best = min(range(len(val_loss)), key=val_loss.__getitem__)
+        val_loss, val_dice = history.history["val_loss"], history.history["val_dice"]
+        best = max(range(len(val_dice)), key=val_dice.__getitem__)
+        # The run's model is float32 whatever the training precision, so evaluation scores exactly
+        # the graph that export ships (a bfloat16 graph would not even load in onnxruntime).
         tmp = run_dir / "model.keras.partial.keras"
-        model.save(tmp)
+        as_float32(model).save(tmp)
         tmp.replace(run_dir / "model.keras")
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -149,7 +162,7 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
         "epochs_run": len(val_loss),
         "best_epoch": best + 1,
         "best_val_loss": float(val_loss[best]),
-        "best_val_dice": float(history.history["val_dice"][best]),
+        "best_val_dice": float(val_dice[best]),
         "dtype_policy": policy,
         "strategy": type(strategy).__name__,
         "replicas": replicas,

@@ -27,7 +27,8 @@ class TensorSpec:
 class Runner(abc.ABC):
     """Runs one model artefact.
 
-    Subclasses set `format` and implement `_run`, `input_specs`, `output_specs` and `provider`.
+    Subclasses set `format`, fill `_inputs` and `_outputs` (lists of TensorSpec) when they load
+    the model, and implement `_run` and `provider`.
 
     Example:
         >>> runner = make_runner("onnx", "bundle/model.onnx")
@@ -35,16 +36,18 @@ class Runner(abc.ABC):
     """
 
     format: str = ""
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
 
     @property
-    @abc.abstractmethod
     def input_specs(self) -> list[TensorSpec]:
         """Specs of the model inputs."""
+        return list(self._inputs)
 
     @property
-    @abc.abstractmethod
     def output_specs(self) -> list[TensorSpec]:
         """Specs of the model outputs."""
+        return list(self._outputs)
 
     @property
     @abc.abstractmethod

@@ -85,14 +85,6 @@ class OnnxRunner(Runner):
         self._outputs = [_spec(n) for n in self._session.get_outputs()]
 
     @property
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
-    @property
     def provider(self) -> str:
         return self._session.get_providers()[0]
 

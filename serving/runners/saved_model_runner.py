@@ -68,14 +68,6 @@ class SavedModelRunner(Runner):
         self._outputs = [_spec(name, spec) for name, spec in sorted(outputs.items())]
 
     @property
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
-    @property
     def provider(self) -> str:
         gpus = self._tf.config.list_logical_devices("GPU")
         return f"TensorFlow {'GPU' if gpus else 'CPU'}"

@@ -94,14 +94,6 @@ class TFLiteRunner(Runner):
             self._outputs = [_spec(_clean_name(d["name"]), d) for d in self._out_details]
 
     @property
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
-    @property
     def provider(self) -> str:
         return "LiteRT CPU (XNNPACK)"
 

@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import keras
+
 from kerasmed.cli import main
+from kerasmed.models.float32 import is_float32
 from serving.bundle import load_bundle
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.yaml"
@@ -33,6 +36,12 @@ def test_tiny_demo_end_to_end_passes_parity(tmp_path, capsys):
                 "bundle/parity/parity.json", "bundle/parity/parity.md", "bundle/parity/parity.png"):
         assert (run / rel).is_file(), rel
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+
+    # Whatever the training precision (`auto` is mixed_bfloat16 on a CPU with BF16), the run's
+    # model and the bundle are float32, so evaluation scores the graph that export ships.
+    assert summary["training"]["dtype_policy"] in ("float32", "mixed_bfloat16")
+    run_model = keras.saving.load_model(run / "model.keras")
+    assert is_float32(run_model)
 
     bundle = load_bundle(run / "bundle")  # verifies every sha256
     assert bundle.parity["verdict"] == "pass"

@@ -11,7 +11,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.y
 def test_shipped_config_is_valid():
     config = load_config(CONFIG)
     assert config.name == "lung_nodule_seg_2d"
-    assert config.preprocessing.spec().size == (None, 240, 240)
+    assert config.preprocessing.spec().size == (None, 288, 288)
+    assert config.model.context_slices == 5
 
 
 def test_unknown_key_names_key_and_valid_keys():

@@ -148,3 +148,18 @@ def test_serving_runs_a_bundle_without_tensorflow(bundle_dir, tmp_path):
 def test_manifest_is_plain_json(bundle_dir):
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["input"]["shape"] == [None, None, None, 1]
+
+
+def test_edge_bundle_with_only_onnx_loads_when_asked_for_onnx(bundle_dir, tmp_path):
+    edge = tmp_path / "edge"
+    edge.mkdir()
+    for name in ("manifest.json", "model.onnx"):
+        (edge / name).write_bytes((bundle_dir / name).read_bytes())
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(edge)  # by default every listed artefact must be there
+    bundle = load_bundle(edge, artefacts=["onnx"])
+    assert bundle.runner("onnx").format == "onnx"
+    with pytest.raises(BundleError, match="not verified"):
+        bundle.runner("tflite")
+    with pytest.raises(BundleError, match="valid keys"):
+        load_bundle(edge, artefacts=["coreml"])

@@ -35,7 +35,7 @@ def test_augmented_pairs_stay_aligned_and_seed_reproduces():
     aug = RandomAugment2D(intensity_shift_hu=0.0, intensity_scale=0.0)
     a = make_train_dataset(_cases(), 3, (16, 16), 16, 1.0, aug, seed=5)
     b = make_train_dataset(_cases(), 3, (16, 16), 16, 1.0, aug, seed=5)
-    (ia, ma), (ib, mb) = next(iter(a)), next(iter(b))
+    (ia, ma), (ib, _) = next(iter(a)), next(iter(b))
     np.testing.assert_array_equal(ia.numpy(), ib.numpy())
     assert ia.shape[-1] == 3
     # The centre channel is the labelled slice: nodule HU exactly under the (augmented) mask.
@@ -54,3 +54,15 @@ def test_val_dataset_whole_slices_with_positives():
     masks = np.concatenate(masks)
     assert masks.shape[1:] == (48, 48, 1) and len(masks) == 8
     assert sum(m.any() for m in masks) == 4
+
+
+def test_lesion_balanced_sampling_gives_small_lesions_an_equal_share():
+    from kerasmed.data.pipeline import _lesion_balanced_slices
+
+    mask = np.zeros((20, 16, 16), np.uint8)
+    mask[0:12, 2:6, 2:6] = 1  # a big lesion over 12 slices
+    mask[15:17, 10:12, 10:12] = 1  # a small one over 2 slices
+    slices = np.array(_lesion_balanced_slices(mask))
+    big, small = np.sum(slices < 12), np.sum(slices >= 15)
+    assert big == 12 and small == 12
+    assert _lesion_balanced_slices(np.zeros((3, 4, 4), np.uint8)) == []

@@ -85,10 +85,14 @@ def test_nodules(cases):
             centre = (nodule["center_x_mm"], nodule["center_y_mm"], nodule["center_z_mm"])
             k, j, i = np.round(case.ct.physical_to_index(centre)).astype(int)
             assert mask[k, j, i]
-        # Mask volume matches the listed diameters (lobulation changes it by a few percent).
+        # Mask volume matches the listed diameters (lobulation changes it by a few percent; a
+        # pleural nodule loses up to 30% of its ball where it presses flat against the wall).
         volume = mask.sum() * np.prod(case.ct.spacing)
-        expected = sum(np.pi / 6 * n["diameter_mm"] ** 3 for n in case.nodules)
-        assert 0.75 * expected <= volume <= 1.3 * expected
+        expected = sum(
+            np.pi / 6 * n["diameter_mm"] ** 3 * (0.7 if n["attachment"] == "pleural" else 1.0)
+            for n in case.nodules
+        )
+        assert 0.75 * expected <= volume <= 1.3 * expected / 0.7
 
 
 def test_nodule_kinds_and_attachments(small_cases):
@@ -121,18 +125,22 @@ def test_nodules_are_in_body_and_mostly_in_lung(cases):
     assert min(shares) >= 0.6 and np.mean(shares) >= 0.85
 
 
-def test_pleural_nodules_cross_the_pleura(cases):
-    crossing = []
+def test_pleural_nodules_press_flat_against_the_pleura(cases):
+    touching = []
     for case in cases:
         labels, _ = ndimage.label(case.nodule_mask.array)
+        lung = case.lung_mask.array > 0
         for nodule in case.nodules:
             if nodule["attachment"] != "pleural":
                 continue
             centre = (nodule["center_x_mm"], nodule["center_y_mm"], nodule["center_z_mm"])
             k, j, i = np.round(case.ct.physical_to_index(centre)).astype(int)
             own = labels == labels[k, j, i]
-            crossing.append(np.mean(case.lung_mask.array[own] == 0))
-    assert crossing and all(0.0 < share <= 0.35 for share in crossing)
+            # A lung lesion: none of it in the chest wall, but its surface reaches the wall.
+            assert np.all(lung[own])
+            rim = ndimage.binary_dilation(own, iterations=2) & ~own
+            touching.append(np.mean(~lung[rim]))
+    assert touching and all(share > 0.05 for share in touching)
 
 
 def test_vessels_fill_the_lungs(cases):

@@ -1,11 +1,11 @@
-"""export.float32.as_float32: a mixed-precision model rebuilt in float32 for export."""
+"""kerasmed.models.float32.as_float32: a mixed-precision model rebuilt in float32."""
 
 import keras
 import numpy as np
 import pytest
 
 from export.exporters.registry import get_exporter
-from export.float32 import as_float32, is_float32
+from kerasmed.models.float32 import as_float32, is_float32
 from serving.runners import make_runner
 from tests.helpers import assert_allclose, tiny_unet
 

@@ -1,4 +1,4 @@
-"""Rebuild a model trained under mixed precision as a float32 model for export.
+"""Rebuild a model trained under mixed precision as a float32 model (for evaluation and export).
 
 Exported artefacts are float32 (the fp16/int8 variants are made from that float32 graph by
 quantisation), and parity compares them to this float32 model. A model trained under
