@@ -116,7 +116,7 @@ def render_markdown(result: ParityResult) -> str:
         "max abs error.",
         "",
         f"Keras reference runtime: {result.reference_runtime_s:.3f} s over all cases. Runtimes "
-        "are for information; performance claims come from `make bench`.",
+        "are for information only: one pass over these cases, not a benchmark.",
         "",
         f"![parity plots]({PNG_NAME})",
         "",
