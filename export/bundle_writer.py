@@ -11,8 +11,6 @@ import datetime
 import importlib.metadata
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import kerasmed
 from export.exporters.base_exporter import model_io
 from export.exporters.registry import EXPORTERS, get_exporter
 from kerasmed.models.float32 import as_float32
+from serving.atomic import atomic_dir
 from serving.bundle import MANIFEST_NAME
 from serving.errors import ConfigError
 from serving.preprocessing import PreprocessSpec
@@ -124,21 +123,6 @@ def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, e
     }
 
 
-def _replace_dir(new: Path, out_dir: Path) -> None:
-    """Move the complete folder `new` to `out_dir`, replacing an old bundle only at the end."""
-    if not out_dir.exists():
-        os.replace(new, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(out_dir, old)
-    try:
-        os.replace(new, out_dir)
-    except OSError:
-        os.replace(old, out_dir)  # put the previous bundle back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_bundle(
     model: keras.Model,
     out_dir: str | os.PathLike,
@@ -196,11 +180,7 @@ def write_bundle(
             f"{MANIFEST_NAME}); other folders are never replaced. Received: {str(out_dir)!r}"
         )
     model = as_float32(model)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A plain mkdir (not mkdtemp's 0700) so the bundle gets the usual umask permissions.
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         artefacts = [get_exporter(fmt).export(model, tmp) for fmt in formats]
         manifest = _manifest(
             model,
@@ -213,8 +193,4 @@ def write_bundle(
             extra=extra,
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

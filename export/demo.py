@@ -19,6 +19,7 @@ from kerasmed.config import load_config
 from kerasmed.data.generate import generate_dataset
 from kerasmed.evaluation.evaluate import evaluate
 from kerasmed.training.trainer import train
+from serving.atomic import atomic_dir
 
 # Profiles are config overrides. "fast" fits the README's promise on a 2-core CPU; "tiny" is the
 # end-to-end smoke test; "full" trains the config as written.
@@ -89,31 +90,27 @@ def demo_table(result, bundle: Path) -> str:
 
 def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_summary: dict,
                   result, t0: float) -> Path:
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for rel in REPORT_FILES:
-        if (run_dir / rel).is_file():
-            shutil.copy2(run_dir / rel, tmp / Path(rel).name)
-    summary = {
-        "evaluation": ev,
-        "training": train_summary,
-        "parity": result.to_dict(),
-        "run_dir": str(run_dir),
-        "bundle": str(bundle),
-        "seconds": round(time.monotonic() - t0, 1),
-    }
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (tmp / "summary.md").write_text(
-        "# kerasmed demo\n\n"
-        f"- model mean Dice on {ev['cases']} validation cases: **{ev['mean_dice']:.3f}**\n"
-        f"- baseline ({ev['baseline']}): **{ev['baseline_mean_dice']:.3f}**\n"
-        f"- training: {train_summary['epochs_run']} epochs, {train_summary['train_seconds']:.0f} s, "
-        f"{train_summary['dtype_policy']}\n- run: `{run_dir}`\n- bundle: `{bundle}`\n\n"
-        "## Parity against Keras\n\n" + format_table(result, markdown=True) + "\n\n"
-        "![training curves](training_curves.png)\n![Dice per case](dice_per_case.png)\n"
-        "![overlays](overlay_montage.png)\n![parity](parity.png)\n"
-    )
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_dir(folder) as tmp:
+        for rel in REPORT_FILES:
+            if (run_dir / rel).is_file():
+                shutil.copy2(run_dir / rel, tmp / Path(rel).name)
+        summary = {
+            "evaluation": ev,
+            "training": train_summary,
+            "parity": result.to_dict(),
+            "run_dir": str(run_dir),
+            "bundle": str(bundle),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        (tmp / "summary.md").write_text(
+            "# kerasmed demo\n\n"
+            f"- model mean Dice on {ev['cases']} validation cases: **{ev['mean_dice']:.3f}**\n"
+            f"- baseline ({ev['baseline']}): **{ev['baseline_mean_dice']:.3f}**\n"
+            f"- training: {train_summary['epochs_run']} epochs, {train_summary['train_seconds']:.0f} s, "
+            f"{train_summary['dtype_policy']}\n- run: `{run_dir}`\n- bundle: `{bundle}`\n\n"
+            "## Parity against Keras\n\n" + format_table(result, markdown=True) + "\n\n"
+            "![training curves](training_curves.png)\n![Dice per case](dice_per_case.png)\n"
+            "![overlays](overlay_montage.png)\n![parity](parity.png)\n"
+        )
     return folder

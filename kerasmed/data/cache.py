@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from serving.atomic import atomic_dir
 from serving.errors import DataError
 from serving.io import read_image
 from serving.preprocessing import PreprocessSpec, preprocess
@@ -57,29 +57,25 @@ def build_cache(
     folder = cache_root / _cache_key(manifest, spec)
     if (folder / "index.csv").is_file():
         return folder
-    tmp = cache_root / (folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    rows = []
-    for row in tqdm(manifest.itertuples(), total=len(manifest), desc="cache", disable=not progress):
-        image = read_image(row.image_path)
-        mask = read_image(row.mask_path)
-        if not image.same_geometry(mask, atol=1e-2):
-            raise DataError(
-                f"Mask of case {row.case_id} must share the image geometry. Received: image "
-                f"shape={image.shape} spacing={image.spacing}, mask shape={mask.shape} "
-                f"spacing={mask.spacing} ({row.mask_path})"
-            )
-        x, _ = preprocess(image, spec)
-        y, _ = preprocess(mask, spec, order="nearest")
-        np.save(tmp / f"{row.case_id}_image.npy", x.astype(np.float32))
-        np.save(tmp / f"{row.case_id}_mask.npy", y.astype(np.uint8))
-        rows.append({"case_id": row.case_id, "split": row.split, "slices": x.shape[0],
-                     "positive_slices": int(np.count_nonzero(y.reshape(y.shape[0], -1).any(1)))})
-    pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
-    (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_dir(folder) as tmp:
+        rows = []
+        for row in tqdm(manifest.itertuples(), total=len(manifest), desc="cache", disable=not progress):
+            image = read_image(row.image_path)
+            mask = read_image(row.mask_path)
+            if not image.same_geometry(mask, atol=1e-2):
+                raise DataError(
+                    f"Mask of case {row.case_id} must share the image geometry. Received: image "
+                    f"shape={image.shape} spacing={image.spacing}, mask shape={mask.shape} "
+                    f"spacing={mask.spacing} ({row.mask_path})"
+                )
+            x, _ = preprocess(image, spec)
+            y, _ = preprocess(mask, spec, order="nearest")
+            np.save(tmp / f"{row.case_id}_image.npy", x.astype(np.float32))
+            np.save(tmp / f"{row.case_id}_mask.npy", y.astype(np.uint8))
+            rows.append({"case_id": row.case_id, "split": row.split, "slices": x.shape[0],
+                         "positive_slices": int(np.count_nonzero(y.reshape(y.shape[0], -1).any(1)))})
+        pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
+        (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
     return folder
 
 

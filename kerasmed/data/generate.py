@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from kerasmed.data.synthetic_ct import GENERATOR_VERSION, make_case
+from serving.atomic import atomic_dir
 from serving.errors import ConfigError, DataError
 from serving.io import write_dicom_series, write_nifti
 
@@ -130,25 +129,12 @@ def generate_dataset(
                 f"parameters={params}"
             )
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(root) as tmp:
         manifest, nodules, seeds = _write_cases(tmp, params, counts, progress)
         pd.DataFrame(manifest, columns=MANIFEST_COLUMNS).to_csv(tmp / "manifest.csv", index=False)
         pd.DataFrame(nodules, columns=NODULE_COLUMNS).to_csv(tmp / "nodules.csv", index=False)
         info = {**params, "split_counts": counts, "case_seeds": seeds, "complete": True}
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
-        if root.exists():
-            trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(root, trash)
-            os.replace(tmp, root)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root / "manifest.csv"
 
 

@@ -15,8 +15,6 @@ pydicom is imported on first use so that `serving` imports with numpy alone.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.atomic import atomic_dir
 from serving.errors import DataError
 from serving.image import PHI_KEYS, Image
 from serving.lazy_import import lazy_import
@@ -371,10 +370,7 @@ def write_dicom_series(
         "WindowCenter": _ds(window[0]),
         "WindowWidth": _ds(window[1]),
     }
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(folder) as tmp:
         for k in range(image.shape[0]):
             position = np.asarray(image.origin) + direction[:, 0] * slice_gap * k
             sop_uid = uid(f"sop-{k}")
@@ -393,19 +389,5 @@ def write_dicom_series(
             ds.SliceLocation = _ds(position @ normal)
             ds.PixelData = stored[k].tobytes()
             ds.save_as(tmp / f"IM{k + 1:04d}.dcm", enforce_file_format=True)
-        _replace_dir(tmp, folder, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
-
-def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
-    """Rename `tmp` to `target`, moving an existing `target` aside first when overwriting."""
-    if target.exists() and overwrite:
-        trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, trash)
-        os.replace(tmp, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, target)

@@ -38,7 +38,7 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path):
     other = build_cache(manifest, PreprocessSpec((None, 1.0, 1.0), (None, 24, 24)), tmp_path / "cache",
                         progress=False)
     assert other != folder  # a different spec never reuses a stale cache
-    assert not list((tmp_path / "cache").glob("*.partial"))
+    assert not list((tmp_path / "cache").glob(".*tmp*"))  # no half-built cache left behind
 
 
 def test_manifest_errors_name_the_problem(tmp_path):
