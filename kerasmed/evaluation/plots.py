@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -29,6 +30,7 @@ def plot_training_curves(log_csv: Path, path: Path) -> None:
                 ax.plot(log["epoch"] + 1, log[prefix + key], style, marker="o", ms=3,
                         label=(prefix or "train_") + key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -45,7 +47,8 @@ def plot_dice_per_case(metrics: pd.DataFrame, path: Path) -> None:
     ax.set_xticks(x, metrics["case_id"], rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("Dice")
-    ax.legend(loc="lower right")
+    # Above the axes, so it never hides a bar.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 

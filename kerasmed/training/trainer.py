@@ -58,7 +58,7 @@ def cache_for(config: Config, progress: bool = True) -> Path:
 
 
 def build_compiled_model(config: Config) -> keras.Model:
-    """The config's model, compiled with Dice+CE loss, Adam and a Dice metric."""
+    """The config's model, compiled with Dice+CE loss, Adam (cosine-decayed) and a Dice metric."""
     m = config.model
     model = build_model(
         m.name,
@@ -70,8 +70,15 @@ def build_compiled_model(config: Config) -> keras.Model:
         hu_window=m.hu_window,
         name=config.name.replace("-", "_"),
     )
+    t = config.training
+    # Cosine decay over the whole step budget: the last epochs at a small learning rate settle the
+    # weights and BatchNorm statistics, so the result depends on the budget, not on when a noisy
+    # validation curve happens to be stopped.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        t.learning_rate, decay_steps=t.epochs * t.steps_per_epoch, alpha=0.02
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(config.training.learning_rate),
+        optimizer=keras.optimizers.Adam(schedule),
         loss=DiceCELoss(dice_weight=config.training.dice_weight),
         metrics=[DiceScore(threshold=config.evaluation.threshold)],
     )
@@ -126,9 +133,6 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
             ),
             keras.callbacks.CSVLogger(str(run_dir / "training_log.csv")),
             keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_dice", mode="max", factor=0.5, patience=3, min_lr=1e-5
-            ),
             keras.callbacks.EarlyStopping(
                 monitor="val_dice", mode="max", patience=t.early_stopping_patience,
                 restore_best_weights=True,

@@ -8,12 +8,7 @@ from export import bundle_writer
 from export.bundle_writer import write_bundle
 from serving.bundle import artefact_sha256, load_bundle
 from serving.errors import ConfigError
-from tests.helpers import shared_bundle, tiny_preprocess_spec, tiny_unet, write_tiny_bundle
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+from tests.helpers import tiny_preprocess_spec, tiny_unet, write_tiny_bundle
 
 
 @pytest.fixture(scope="module")

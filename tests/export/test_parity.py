@@ -18,12 +18,7 @@ from export.parity import (
 from export.parity_report import format_table, write_parity_report
 from serving.bundle import artefact_sha256, load_bundle
 from serving.errors import BundleError, ConfigError
-from tests.helpers import copy_bundle, shared_bundle, synthetic_ct
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+from tests.helpers import copy_bundle, synthetic_ct
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,9 @@ import pytest
 from serving.bundle import artefact_sha256, load_bundle, sha256_tree
 from serving.errors import BundleError, ConfigError
 from serving.preprocessing import PreprocessSpec
-from tests.helpers import assert_allclose, copy_bundle, shared_bundle, synthetic_ct
+from tests.helpers import assert_allclose, copy_bundle, synthetic_ct
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
 
 
 def test_load_exposes_the_manifest(bundle_dir):

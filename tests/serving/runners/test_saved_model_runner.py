@@ -5,12 +5,7 @@ import pytest
 
 from serving.errors import BundleError, ConfigError
 from serving.runners import TensorSpec, make_runner
-from tests.helpers import assert_allclose, shared_bundle
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+from tests.helpers import assert_allclose
 
 
 def test_specs_and_outputs_match_keras(bundle_dir):

@@ -6,19 +6,7 @@ import pytest
 from serving.errors import BundleError, ConfigError
 from serving.runners import TensorSpec, make_runner
 from serving.runners.tflite_runner import TFLiteRunner
-from tests.helpers import assert_allclose, shared_bundle
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def keras_model(bundle_dir):
-    import keras
-
-    return keras.saving.load_model(bundle_dir / "model.keras")
+from tests.helpers import assert_allclose
 
 
 def test_signature_runner_specs(bundle_dir):
