@@ -18,6 +18,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	touch $@ $(VENV)/.installed
+
 demo: $(VENV)/.installed
 	$(BIN)/kerasmed demo --workdir $(DEMO_DIR)
 
@@ -27,8 +31,12 @@ test: $(VENV)/.installed-dev
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m slow
 
+# Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png}
+bench: $(VENV)/.installed-bench
+	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check kerasmed export serving tests
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) runs
+	rm -rf $(VENV) $(DEMO_DIR) runs bench

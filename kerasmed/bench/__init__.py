@@ -1,0 +1,1 @@
+"""Benchmarks: `kerasmed bench-train` measures training throughput against its ceiling and a peer."""

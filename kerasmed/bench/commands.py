@@ -1,0 +1,47 @@
+"""`kerasmed bench-train`, contributed to the CLI through the `kerasmed.commands` entry points."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _bench_train(args) -> int:
+    from kerasmed.cli import import_tensorflow
+    from kerasmed.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.peer:
+        from kerasmed.bench.torch_peer import import_torch
+
+        import_torch()
+    import_tensorflow()
+    from kerasmed.bench.report import train_markdown
+    from kerasmed.bench.train_bench import run_train_bench
+
+    result = run_train_bench(config, args.output, repeats=args.repeats, window=args.window,
+                             warmup=args.warmup, peer=args.peer, cases=args.cases,
+                             progress=not args.quiet)
+    print(train_markdown(result))
+    print(f"written: {args.output}/train.json, train.md, train.png ({result['seconds']:.0f} s)")
+    return 0
+
+
+def register_bench_train(sub: argparse._SubParsersAction) -> None:
+    from kerasmed.cli import add_config_arguments
+
+    p = sub.add_parser(
+        "bench-train", help="training throughput: tf.data vs in-memory ceiling vs PyTorch",
+        description="Time training of the config's model through the real tf.data pipeline, from "
+        "constant in-memory tensors (the ceiling) and as the same U-Net in plain PyTorch, in "
+        "interleaved windows; report median/min/max patches/s, GFLOP/s against a measured matmul "
+        "peak, and the CPU. Writes OUTPUT/train.json, train.md and train.png.",
+    )
+    add_config_arguments(p)
+    p.add_argument("--output", default="bench", help="output folder (default: bench)")
+    p.add_argument("--repeats", type=int, default=5, help="timed windows per variant (default: 5)")
+    p.add_argument("--window", type=int, default=15, help="timed steps per window (default: 15)")
+    p.add_argument("--warmup", type=int, default=4, help="untimed steps before each window (default: 4)")
+    p.add_argument("--cases", type=int, default=8,
+                   help="synthetic cases to generate when the config's dataset is absent (default: 8)")
+    p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the PyTorch peer")
+    p.set_defaults(func=_bench_train)
