@@ -123,6 +123,40 @@ def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, e
     }
 
 
+def without_compile_state(model: keras.Model) -> keras.Model:
+    """The model without its training configuration (loss, metrics, optimizer).
+
+    `model.keras` saved from a compiled model records its `compile_config`, and loading that file
+    with Keras' default `compile=True` then needs the loss and metric classes registered (e.g.
+    `kerasmed.losses.DiceCELoss`). A bundle is for inference, so its `model.keras` carries
+    architecture and weights only and loads in any process that knows the model's layers.
+
+    Args:
+        model: a Keras model, compiled or not.
+
+    Returns:
+        `model` itself when it is not compiled; otherwise a rebuilt, uncompiled copy with the
+        same layer names and weights.
+
+    Raises:
+        ConfigError: if the model cannot be rebuilt from its config.
+    """
+    if not getattr(model, "compiled", False):
+        return model
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    try:
+        clone = keras.saving.deserialize_keras_object(config)
+        clone.set_weights(model.get_weights())
+    except Exception as err:  # deserialisation raises many unrelated error types
+        raise ConfigError(
+            "A compiled model must be rebuildable from its config to export it without its "
+            f"training state (register custom layers). Received: model={model.name!r}, "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    return clone
+
+
 def write_bundle(
     model: keras.Model,
     out_dir: str | os.PathLike,
@@ -139,7 +173,9 @@ def write_bundle(
 
     Args:
         model: trained Keras model, `image` `(N, H, W, 1)` raw HU -> `probs` `(N, H, W, C)`.
-            A mixed-precision model is rebuilt in float32 first (`kerasmed.models.float32.as_float32`).
+            A mixed-precision model is rebuilt in float32 first (`kerasmed.models.float32.as_float32`)
+            and a compiled model without its training state (`without_compile_state`), so the
+            bundle's `model.keras` loads without kerasmed's losses and metrics registered.
         out_dir: bundle folder. An existing bundle (a folder holding `manifest.json`, or an
             empty folder) is replaced only after the new one is complete.
         name: bundle name recorded in the manifest.
@@ -179,7 +215,7 @@ def write_bundle(
             "`out_dir` must be a new path, an empty folder or an existing bundle (with "
             f"{MANIFEST_NAME}); other folders are never replaced. Received: {str(out_dir)!r}"
         )
-    model = as_float32(model)
+    model = without_compile_state(as_float32(model))
     with atomic_dir(out_dir) as tmp:
         artefacts = [get_exporter(fmt).export(model, tmp) for fmt in formats]
         manifest = _manifest(

@@ -6,6 +6,15 @@ probabilities, NaN/Inf counts, and task-level agreement (Dice between the artefa
 Keras mask), and checks them against `DEFAULT_TOLERANCES` (DESIGN.md, "Defaults that the whole
 project shares"), which every call can override.
 
+Two guards keep a verdict honest:
+- Dice agreement is 1.0 when both masks are empty, so an untrained model that predicts nothing
+  would "agree" perfectly. The result counts the golden cases whose Keras mask has foreground and
+  fails when fewer than `min_foreground_cases` (default 1) do.
+- On Ampere+ GPUs, TensorFlow and onnxruntime's CUDA provider run float32 convolutions in TF32
+  by default. Parity runs with TF32 off (in TensorFlow for the Keras reference and SavedModel, in
+  the ONNX runners' CUDA options) unless asked otherwise, and records every runner's provider and
+  precision mode.
+
 Example:
     >>> result = run_parity("runs/lung/bundle", [("case1", image1), ("case2", image2)])
     >>> result.verdict, result.failures
@@ -14,11 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +41,14 @@ from serving.errors import ConfigError, ParityError
 from serving.image import Image
 from serving.inference import predict_slices, probs_to_mask
 from serving.preprocessing import preprocess
+from serving.runners.saved_model_runner import tensorflow_precision
 
 REFERENCE = "keras"
+# Key of the result-level criteria (about the golden cases, not one artefact) in `failures`.
+GOLDEN_CASES = "golden_cases"
+VACUOUS_MESSAGE = (
+    "no golden case has foreground in the Keras reference; the task-level check would be vacuous"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +152,11 @@ class ArtefactParity:
     `sample` is `(n, 2)` float32: a uniform reservoir sample of (keras prob, artefact prob) pairs
     over every output element of every case, for plotting. `checks` maps each gated criterion
     ("finite", "shape", "max_abs", "dice_agreement", "identical_masks") to pass/fail.
+
+    `min_passing_max_abs` is the smallest `max_abs` tolerance that would pass, i.e. the observed
+    max abs error (as Polygraphy reports it), independent of the tolerance used; None when no
+    tolerance would pass (NaN/Inf outputs or a shape mismatch). `provider` names the runtime and
+    its precision mode (`Runner.provider`).
     """
 
     key: str
@@ -148,7 +169,7 @@ class ArtefactParity:
     tolerances: Tolerances
     max_abs_error: float
     mean_abs_error: float
-    min_passing_max_abs: float
+    min_passing_max_abs: float | None
     nan_count: int
     inf_count: int
     dice_agreement: dict[str, float]
@@ -168,16 +189,42 @@ class ArtefactParity:
     def failed_checks(self) -> list[str]:
         return [name for name, ok in self.checks.items() if not ok]
 
+    @property
+    def messages(self) -> list[str]:
+        """One sentence per failed check, with the measured value and the tolerance."""
+        t, out = self.tolerances, []
+        for name in self.failed_checks:
+            if name == "finite":
+                detail = f"{self.nan_count} NaN and {self.inf_count} Inf in the probabilities"
+            elif name == "shape":
+                detail = f"output shape differs from Keras ({'; '.join(self.shape_mismatches)})"
+            elif name == "max_abs":
+                detail = f"max abs error {self.max_abs_error:.3g} > tolerance {t.max_abs:g}"
+            elif name == "dice_agreement":
+                detail = (
+                    f"mean Dice agreement {self.mean_dice_agreement:.5f} < tolerance "
+                    f"{t.min_dice_agreement:g}"
+                )
+            else:
+                detail = "masks differ from the Keras masks, which must be identical"
+            out.append(f"{self.key}: {detail}")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, without `sample`."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sample"}
         d.update(tolerances=self.tolerances.to_dict(), passed=self.passed)
-        return {**d, "failed_checks": self.failed_checks}
+        return {**d, "failed_checks": self.failed_checks, "messages": self.messages}
 
 
 @dataclasses.dataclass
 class ParityResult:
-    """Parity of every compared artefact of one bundle, plus what was used to judge it."""
+    """Parity of every compared artefact of one bundle, plus what was used to judge it.
+
+    `foreground_cases` lists the golden cases whose Keras reference mask has foreground; the
+    result fails when there are fewer than `min_foreground_cases`, because Dice agreement on
+    empty masks is 1.0 whatever the artefact does.
+    """
 
     bundle_path: Path
     cases: list[str]
@@ -186,10 +233,19 @@ class ParityResult:
     artefacts: dict[str, ArtefactParity]
     reference: str = REFERENCE
     created: str = ""
+    foreground_cases: list[str] = dataclasses.field(default_factory=list)
+    min_foreground_cases: int = 1
+    reference_provider: str = ""
+    use_tf32: bool = False
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        """Criteria on the golden cases themselves: "foreground_cases"."""
+        return {"foreground_cases": len(self.foreground_cases) >= self.min_foreground_cases}
 
     @property
     def passed(self) -> bool:
-        return all(a.passed for a in self.artefacts.values())
+        return all(self.checks.values()) and all(a.passed for a in self.artefacts.values())
 
     @property
     def verdict(self) -> str:
@@ -197,8 +253,29 @@ class ParityResult:
 
     @property
     def failures(self) -> dict[str, list[str]]:
-        """Failed criteria per failing artefact, e.g. `{"onnx": ["max_abs"]}`."""
-        return {k: a.failed_checks for k, a in self.artefacts.items() if not a.passed}
+        """Failed criteria per failing artefact, e.g. `{"onnx": ["max_abs"]}`, and under
+        `"golden_cases"` the failed criteria of the cases (`["foreground_cases"]`)."""
+        failed = [name for name, ok in self.checks.items() if not ok]
+        out = {GOLDEN_CASES: failed} if failed else {}
+        out.update({k: a.failed_checks for k, a in self.artefacts.items() if not a.passed})
+        return out
+
+    @property
+    def messages(self) -> list[str]:
+        """Why the verdict is "fail", one sentence per failed criterion (empty on a pass)."""
+        out = []
+        if not self.checks["foreground_cases"]:
+            found, n, need = len(self.foreground_cases), len(self.cases), self.min_foreground_cases
+            if found == 0:
+                out.append(f"{VACUOUS_MESSAGE} (0 of {n} cases; at least {need} required)")
+            else:
+                out.append(
+                    f"only {found} of {n} golden cases have foreground in the Keras reference "
+                    f"(at least {need} required); the task-level check would be too weak"
+                )
+        for a in self.artefacts.values():
+            out.extend(a.messages)
+        return out
 
     @property
     def tolerances(self) -> dict[str, dict[str, Any]]:
@@ -209,11 +286,18 @@ class ParityResult:
             "verdict": self.verdict,
             "bundle": str(self.bundle_path),
             "reference": self.reference,
+            "reference_provider": self.reference_provider,
+            "use_tf32": self.use_tf32,
             "cases": list(self.cases),
+            "foreground_cases": list(self.foreground_cases),
+            "foreground_case_count": len(self.foreground_cases),
+            "min_foreground_cases": self.min_foreground_cases,
             "threshold": self.threshold,
             "reference_runtime_s": self.reference_runtime_s,
             "created": self.created,
+            "checks": self.checks,
             "failures": self.failures,
+            "messages": self.messages,
             "artefacts": {k: a.to_dict() for k, a in self.artefacts.items()},
         }
 
@@ -278,6 +362,11 @@ class _Accumulator:
         self.dice[case_id] = dice_agreement(mask, mask_ref, reference.shape[-1])
         self.reservoir.add(reference, probs)
 
+    @property
+    def min_passing_defined(self) -> bool:
+        """Whether some max-abs tolerance would pass: every output was compared and finite."""
+        return self.count > 0 and self.nan + self.inf == 0 and not self.shape_mismatches
+
     def finish(self, entry, tolerances: Tolerances, provider: str) -> ArtefactParity:
         dices = list(self.dice.values())
         mean_dice = float(np.mean(dices)) if dices else 0.0
@@ -299,7 +388,7 @@ class _Accumulator:
             tolerances=tolerances,
             max_abs_error=self.max_abs,
             mean_abs_error=self.sum_abs / self.count if self.count else float("nan"),
-            min_passing_max_abs=self.max_abs,
+            min_passing_max_abs=self.max_abs if self.min_passing_defined else None,
             nan_count=self.nan,
             inf_count=self.inf,
             dice_agreement=dict(self.dice),
@@ -311,6 +400,24 @@ class _Accumulator:
             runtime_s=self.runtime,
             sample=self.reservoir.values,
         )
+
+
+@contextlib.contextmanager
+def tensorflow_tf32(enabled: bool) -> Iterator[None]:
+    """Set TensorFlow's TF32 math mode for the duration of the block, then restore it.
+
+    TensorFlow runs float32 convolutions and matmuls in TF32 on Ampere+ GPUs by default, which
+    would make the Keras reference (and the SavedModel) a TF32 computation. The setting is
+    process-wide; it has no effect on the CPU.
+    """
+    import tensorflow as tf
+
+    previous = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(enabled)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(previous)
 
 
 def _timed_predict(runner, volume, batch_size) -> tuple[np.ndarray, float]:
@@ -328,6 +435,8 @@ def run_parity(
     *,
     sample_size: int = 20_000,
     seed: int = 0,
+    min_foreground_cases: int = 1,
+    use_tf32: bool = False,
 ) -> ParityResult:
     """Compare every artefact of a bundle to its Keras model on validation cases.
 
@@ -342,16 +451,30 @@ def run_parity(
         progress: show a tqdm progress bar over cases.
         sample_size: (keras, artefact) probability pairs kept per artefact for plots.
         seed: seed of that sample.
+        min_foreground_cases: fewest cases whose Keras reference mask must have foreground for
+            the task-level check to mean something (Dice agreement of two empty masks is 1.0).
+            0 disables this gate; the count is reported either way.
+        use_tf32: allow TF32 on Ampere+ GPUs, in TensorFlow (Keras reference, SavedModel) and
+            in the ONNX runners' CUDA provider. Off by default: float32 artefacts are compared
+            in float32. No effect on the CPU.
 
     Returns:
-        A `ParityResult`; `result.verdict` is "pass" only if every artefact passes every gated
-        criterion.
+        A `ParityResult`; `result.verdict` is "pass" only if enough cases have foreground in
+        the Keras reference and every artefact passes every gated criterion
+        (`result.messages` says why not).
 
     Raises:
-        ConfigError: if there are no cases, an artefact key is unknown, or the bundle has no
-            Keras model.
+        ConfigError: if there are no cases, an artefact key is unknown, the bundle has no
+            Keras model, or `min_foreground_cases` is not an integer >= 0.
         ParityError: if the Keras reference itself produces NaN or Inf.
     """
+    if isinstance(min_foreground_cases, bool) or not (
+        isinstance(min_foreground_cases, int) and min_foreground_cases >= 0
+    ):
+        raise ConfigError(
+            "`min_foreground_cases` must be an integer >= 0. "
+            f"Received: min_foreground_cases={min_foreground_cases!r}"
+        )
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     keys = [k for k in bundle.artefact_keys if k != REFERENCE] if formats is None else list(formats)
@@ -362,29 +485,38 @@ def run_parity(
         )
     entries = {k: bundle.artefact(k) for k in keys}
     resolved = {k: resolve_tolerances(e, tolerances) for k, e in entries.items()}
-    reference = bundle.runner(REFERENCE)
-    runners = {k: bundle.runner(k) for k in keys}
     spec, threshold = bundle.preprocess_spec, bundle.threshold
     rng = np.random.default_rng(seed)
     stats = {k: _Accumulator(sample_size, rng) for k in keys}
     case_ids: list[str] = []
+    foreground: list[str] = []
     reference_runtime = 0.0
-    for case_id, image in tqdm(cases, desc="parity", unit="case", disable=not progress):
-        case_id = str(case_id)
-        volume, _ = preprocess(image, spec)
-        expected, seconds = _timed_predict(reference, volume, batch_size)
-        reference_runtime += seconds
-        if not np.all(np.isfinite(expected)):
-            raise ParityError(
-                "The Keras reference must produce finite probabilities. "
-                f"Received: case {case_id!r} with {int((~np.isfinite(expected)).sum())} NaN/Inf"
-            )
-        expected, mask_ref = expected.astype(np.float64), probs_to_mask(expected, threshold)
-        for key, runner in runners.items():
-            probs, seconds = _timed_predict(runner, volume, batch_size)
-            stats[key].runtime += seconds
-            stats[key].add(case_id, expected, mask_ref, probs, threshold)
-        case_ids.append(case_id)
+    with tensorflow_tf32(use_tf32):
+        import tensorflow as tf
+
+        reference = bundle.runner(REFERENCE)
+        runners = {k: bundle.runner(k, use_tf32=use_tf32) for k in keys}
+        # Read inside the block: a TensorFlow runner reports the mode in force when asked.
+        providers = {k: r.provider for k, r in runners.items()}
+        reference_provider = f"{reference.provider}, {tensorflow_precision(tf)}"
+        for case_id, image in tqdm(cases, desc="parity", unit="case", disable=not progress):
+            case_id = str(case_id)
+            volume, _ = preprocess(image, spec)
+            expected, seconds = _timed_predict(reference, volume, batch_size)
+            reference_runtime += seconds
+            if not np.all(np.isfinite(expected)):
+                raise ParityError(
+                    "The Keras reference must produce finite probabilities. Received: case "
+                    f"{case_id!r} with {int((~np.isfinite(expected)).sum())} NaN/Inf"
+                )
+            expected, mask_ref = expected.astype(np.float64), probs_to_mask(expected, threshold)
+            if mask_ref.any():  # label 0 is background for C=1 (p < threshold) and C>1 (argmax)
+                foreground.append(case_id)
+            for key, runner in runners.items():
+                probs, seconds = _timed_predict(runner, volume, batch_size)
+                stats[key].runtime += seconds
+                stats[key].add(case_id, expected, mask_ref, probs, threshold)
+            case_ids.append(case_id)
     if not case_ids:
         raise ConfigError("`cases` must hold at least one (case_id, Image). Received: no cases")
     return ParityResult(
@@ -392,8 +524,10 @@ def run_parity(
         cases=case_ids,
         threshold=threshold,
         reference_runtime_s=reference_runtime,
-        artefacts={
-            k: stats[k].finish(entries[k], resolved[k], runners[k].provider) for k in keys
-        },
+        artefacts={k: stats[k].finish(entries[k], resolved[k], providers[k]) for k in keys},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        foreground_cases=foreground,
+        min_foreground_cases=min_foreground_cases,
+        reference_provider=reference_provider,
+        use_tf32=use_tf32,
     )

@@ -59,9 +59,9 @@ def _fmt(value: float | None, spec: str = ".2e") -> str:
 
 def _rows(result: ParityResult) -> tuple[list[str], list[list[str]]]:
     header = [
-        "artefact", "kind", "provider", "max abs", "max abs tol.", "mean abs", "NaN/Inf",
-        "mean Dice agr.", "worst Dice agr.", "Dice tol.", "masks identical", "runtime (s)",
-        "x Keras", "failed", "verdict",
+        "artefact", "kind", "provider", "max abs", "max abs tol.", "min passing tol.", "mean abs",
+        "NaN/Inf", "mean Dice agr.", "worst Dice agr.", "Dice tol.", "masks identical",
+        "runtime (s)", "x Keras", "failed", "verdict",
     ]
     ref = result.reference_runtime_s
     rows = []
@@ -69,6 +69,7 @@ def _rows(result: ParityResult) -> tuple[list[str], list[list[str]]]:
         t = a.tolerances
         rows.append([
             a.key, a.kind, a.provider, _fmt(a.max_abs_error), _fmt(t.max_abs, "g"),
+            _fmt(a.min_passing_max_abs) if a.min_passing_max_abs is not None else "none",
             _fmt(a.mean_abs_error), f"{a.nan_count}/{a.inf_count}",
             f"{a.mean_dice_agreement:.5f}", f"{a.min_dice_agreement:.5f}",
             _fmt(t.min_dice_agreement, "g"),
@@ -79,22 +80,35 @@ def _rows(result: ParityResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def foreground_line(result: ParityResult) -> str:
+    """How many golden cases have foreground in the Keras reference, against the minimum."""
+    return (
+        f"golden cases with foreground in the Keras reference: {len(result.foreground_cases)} of "
+        f"{len(result.cases)} (at least {result.min_foreground_cases} required)"
+    )
+
+
 def format_table(result: ParityResult, markdown: bool = False) -> str:
-    """One row per artefact: errors, Dice agreement, the tolerances used, runtime, verdict.
+    """One row per artefact: provider and precision, errors, Dice agreement, the tolerances used,
+    runtime, verdict.
 
     Args:
         result: from `run_parity`.
-        markdown: a Markdown table instead of aligned plain text (for terminals).
+        markdown: a Markdown table instead of aligned plain text. The plain text (for terminals)
+            is followed by the golden-case foreground count and, on a fail, one line per reason.
     """
     header, rows = _rows(result)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
-    return "\n".join(
+    lines = [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
         for r in [header, *rows]
-    )
+    ]
+    lines.append(foreground_line(result))
+    lines.extend(f"FAIL: {m}" for m in result.messages)
+    return "\n".join(lines)
 
 
 def render_markdown(result: ParityResult) -> str:
@@ -104,16 +118,25 @@ def render_markdown(result: ParityResult) -> str:
         "",
         f"- bundle: `{result.bundle_path}`",
         f"- reference: {result.reference} ({len(result.cases)} cases, mask threshold "
-        f"{result.threshold})",
+        f"{result.threshold}), run by {result.reference_provider or 'unknown provider'}",
+        f"- {foreground_line(result)}",
+        f"- TF32 on GPUs: {'allowed' if result.use_tf32 else 'off'}",
         f"- date: {result.created}",
         "",
+        *(
+            ["## Why it fails", "", *(f"- {m}" for m in result.messages), ""]
+            if result.messages else []
+        ),
         "## Results and tolerances used",
         "",
         format_table(result, markdown=True),
         "",
         "A tolerance of \"not gated\" is reported but not checked. Identical masks are required "
-        "where marked \"(required)\". The smallest max-abs tolerance that would pass equals the "
-        "max abs error.",
+        "where marked \"(required)\". \"min passing tol.\" is the smallest max-abs tolerance that "
+        "would pass, i.e. the observed max abs error (\"none\" when NaN/Inf or a shape mismatch "
+        "fail whatever the tolerance). The provider column names each runtime and its float "
+        "precision mode. Dice agreement of two empty masks is 1.0, so the verdict also needs "
+        "golden cases with foreground in the Keras reference.",
         "",
         f"Keras reference runtime: {result.reference_runtime_s:.3f} s over all cases. Runtimes "
         "are for information only: one pass over these cases, not a benchmark.",
@@ -190,7 +213,11 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
         "report": report_ref,
         "tolerances": result.tolerances,
         "failures": result.failures,
+        "messages": result.messages,
         "cases": len(result.cases),
+        "foreground_cases": len(result.foreground_cases),
+        "min_foreground_cases": result.min_foreground_cases,
+        "providers": {k: a.provider for k, a in result.artefacts.items()},
         "date": result.created,
     }
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))

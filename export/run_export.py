@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+import kerasmed.layers.hu_window  # noqa: F401 - registers HUWindow for load_model
 from export.bundle_writer import write_bundle
 from export.parity import ParityResult, Tolerances, run_parity
 from export.parity_report import write_parity_report
@@ -18,13 +19,33 @@ from serving.image import Image
 from serving.io import read_image
 
 
+def load_run_model(path: str | Path) -> keras.Model:
+    """Load a run's `model.keras` for export: architecture and weights, no compiled state.
+
+    Export never needs the loss, metrics or optimizer, and loading them would require their
+    classes (e.g. `kerasmed.losses.DiceCELoss`) to be registered in this process, which a fresh
+    `kerasmed export` process does not do. So the model is loaded with `compile=False`.
+
+    Raises:
+        DataError: if Keras cannot load the file.
+    """
+    path = Path(path)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many unrelated error types here
+        raise DataError(
+            f"Keras could not load the run's model file. Received: path={str(path)!r}, "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=None) -> Path:
     """Write the bundle of a finished run (default `<run_dir>/bundle`).
 
     The manifest's `extra` records where the validation cases are, so `compare` can find them.
     """
     run_dir, config = load_run(run_dir)
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_run_model(run_dir / "model.keras")
     kwargs = {"formats": tuple(formats)} if formats else {}
     return write_bundle(
         model,
@@ -66,8 +87,12 @@ def compare_bundle(
     max_cases: int | None = None,
     tolerances: Tolerances | None = None,
     progress: bool = True,
+    min_foreground_cases: int = 1,
+    use_tf32: bool = False,
 ) -> tuple[ParityResult, Path]:
     """Run parity of every artefact of a bundle on real validation cases and write the report.
+
+    `tolerances`, `min_foreground_cases` and `use_tf32` are those of `export.parity.run_parity`.
 
     Returns:
         `(result, report_folder)`; the report folder defaults to `<bundle>/parity`.
@@ -81,6 +106,9 @@ def compare_bundle(
         )
     cases = list(validation_cases(root, extra.get("manifest", "manifest.csv"),
                                   split or extra.get("validation_split", "val"), max_cases))
-    result = run_parity(bundle, cases, tolerances=tolerances, formats=formats, progress=progress)
+    result = run_parity(
+        bundle, cases, tolerances=tolerances, formats=formats, progress=progress,
+        min_foreground_cases=min_foreground_cases, use_tf32=use_tf32,
+    )
     report = write_parity_report(result, Path(out_dir) if out_dir else bundle.path / "parity", bundle)
     return result, report

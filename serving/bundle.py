@@ -27,7 +27,7 @@ from typing import Any
 from serving.errors import BundleError, ConfigError
 from serving.preprocessing import PreprocessSpec
 from serving.runners.base_runner import Runner
-from serving.runners.registry import make_runner, runner_names
+from serving.runners.registry import get_runner_class, make_runner, runner_names
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
@@ -197,12 +197,16 @@ class Bundle:
     def artefact_path(self, key: str) -> Path:
         return self.path / self.artefact(key)["file"]
 
-    def runner(self, key: str, **options) -> Runner:
+    def runner(self, key: str, *, use_tf32: bool = False, **options) -> Runner:
         """Build the runner for one artefact.
 
         Args:
             key: an artefact key ("onnx", "tflite", "saved_model", "keras", "tflite_fp16", ...)
                 or a format name.
+            use_tf32: let a CUDA GPU run float32 convolutions and GEMMs in TF32. Off by default,
+                so float32 artefacts compute in float32 on every device. Passed to runners that
+                take it (`Runner.accepts_use_tf32`: the ONNX runner); the others have no such
+                mode (LiteRT runs on the CPU) or report a process-wide one (TensorFlow).
             **options: passed to the runner's constructor (e.g. `intra_op_num_threads`).
 
         Raises:
@@ -222,6 +226,8 @@ class Bundle:
                 f"No runner is registered for format `{fmt}`{hint}; valid names: "
                 f"{runner_names()}. Received: artefact `{key}`"
             )
+        if get_runner_class(fmt).accepts_use_tf32:
+            options["use_tf32"] = use_tf32
         return make_runner(fmt, self.path / entry["file"], **options)
 
     def __repr__(self) -> str:

@@ -8,6 +8,29 @@ import pytest  # noqa: E402
 from tests.helpers import shared_bundle  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def float32_tensorflow():
+    """TensorFlow with TF32 off during each test, as `export.parity` runs it.
+
+    On Ampere+ GPUs TensorFlow computes float32 convolutions in TF32 (about 1e-3 relative error) by
+    default, so Keras outputs compared with a runner at float32 tolerances would differ on a GPU
+    host. Nothing changes on a CPU, and TensorFlow is never imported here for tests that do not use
+    it (serving must run without it).
+    """
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        yield
+        return
+    previous = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(previous)
+
+
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory):
     """One tiny four-format bundle for the whole run; copy it (`copy_bundle`) before changing it."""

@@ -28,7 +28,7 @@ class Runner(abc.ABC):
     """Runs one model artefact.
 
     Subclasses set `format`, fill `_inputs` and `_outputs` (lists of TensorSpec) when they load
-    the model, and implement `_run` and `provider`.
+    the model, and implement `_run` and `provider` (the runtime and its precision mode).
 
     Example:
         >>> runner = make_runner("onnx", "bundle/model.onnx")
@@ -36,6 +36,9 @@ class Runner(abc.ABC):
     """
 
     format: str = ""
+    # Whether the constructor takes `use_tf32` (a CUDA float32 math mode); `Bundle.runner`
+    # passes its setting only to runners that do.
+    accepts_use_tf32: bool = False
     _inputs: list[TensorSpec]
     _outputs: list[TensorSpec]
 
@@ -52,7 +55,12 @@ class Runner(abc.ABC):
     @property
     @abc.abstractmethod
     def provider(self) -> str:
-        """Where it runs, e.g. "CPUExecutionProvider" or "LiteRT XNNPACK"."""
+        """Where it runs and in which float precision mode, never left implicit.
+
+        Examples: "onnxruntime 1.31.1 CUDAExecutionProvider (tf32 off)",
+        "onnxruntime 1.31.1 CPUExecutionProvider (fp32)", "LiteRT 2.3.0 CPU, XNNPACK (fp32)",
+        "TensorFlow 2.20.0 GPU (tf32 off)". Parity reports record it for every artefact.
+        """
 
     @abc.abstractmethod
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,4 +1,8 @@
-"""Run an ONNX model through onnxruntime, on a CUDA GPU only when one really answers."""
+"""Run an ONNX model through onnxruntime, on a CUDA GPU only when one really answers.
+
+The CUDA provider always gets an explicit TF32 setting (off by default, see `serving.providers`),
+and `OnnxRunner.provider` names the provider and its precision mode, as the session reports them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,12 @@ import numpy as np
 import onnxruntime as ort
 
 from serving.errors import BundleError, ConfigError
-from serving.providers import onnx_providers
+from serving.providers import (
+    ProviderSpec,
+    describe_provider,
+    onnx_provider_options,
+    with_precision_options,
+)
 from serving.runners.base_runner import Runner, TensorSpec
 
 # onnxruntime type strings -> numpy dtype names.
@@ -36,10 +45,15 @@ class OnnxRunner(Runner):
 
     Args:
         path: the `.onnx` file.
-        providers: execution providers, best first; default `serving.providers.onnx_providers()`
-            (CUDA only when a GPU answers, `KERASMED_DEVICE=cpu` forces the CPU).
+        providers: execution providers, best first: names or `(name, options)` pairs; default
+            `serving.providers.onnx_providers()` (CUDA only when a GPU answers,
+            `KERASMED_DEVICE=cpu` forces the CPU).
         prefer_gpu: passed to `onnx_providers` when `providers` is not given.
         intra_op_num_threads: threads inside one operator; default lets onnxruntime choose.
+        use_tf32: let the CUDA provider run float32 convolutions and GEMMs in TF32 (Ampere+).
+            Off by default so that a float32 artefact computes in float32 on every device; an
+            explicit `use_tf32` in the CUDA options of `providers` takes precedence. No effect on
+            the CPU.
 
     Raises:
         BundleError: if the file is missing or onnxruntime cannot load it.
@@ -47,16 +61,21 @@ class OnnxRunner(Runner):
     Example:
         >>> runner = OnnxRunner("bundle/model.onnx")
         >>> probs = runner.run({"image": x})["probs"]   # x: (N, H, W, 1) float32 HU
+        >>> runner.provider
+        'onnxruntime 1.31.1 CPUExecutionProvider (fp32)'
     """
 
     format = "onnx"
+    # `Bundle.runner` passes its `use_tf32` only to runners that declare they take it.
+    accepts_use_tf32 = True
 
     def __init__(
         self,
         path: str | os.PathLike,
-        providers: list[str] | None = None,
+        providers: list[ProviderSpec] | None = None,
         prefer_gpu: bool = True,
         intra_op_num_threads: int | None = None,
+        use_tf32: bool = False,
     ):
         self.path = Path(path)
         if not self.path.is_file():
@@ -71,7 +90,11 @@ class OnnxRunner(Runner):
                     f"Received: intra_op_num_threads={intra_op_num_threads}"
                 )
             options.intra_op_num_threads = int(intra_op_num_threads)
-        self._providers = list(providers) if providers else onnx_providers(prefer_gpu)
+        self._providers = (
+            with_precision_options(providers, use_tf32)
+            if providers
+            else onnx_provider_options(prefer_gpu, use_tf32)
+        )
         try:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=self._providers
@@ -86,7 +109,15 @@ class OnnxRunner(Runner):
 
     @property
     def provider(self) -> str:
-        return self._session.get_providers()[0]
+        """The provider that runs the model and its precision mode, as the session reports them,
+        e.g. "onnxruntime 1.31.1 CUDAExecutionProvider (tf32 off)"."""
+        name = self._session.get_providers()[0]
+        return describe_provider(name, self._session.get_provider_options().get(name))
+
+    @property
+    def provider_options(self) -> dict[str, dict[str, str]]:
+        """Options of every provider of the session, as onnxruntime reports them."""
+        return {k: dict(v) for k, v in self._session.get_provider_options().items()}
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [s.name for s in self._outputs]

@@ -20,6 +20,18 @@ def _spec(name: str, tensor_spec) -> TensorSpec:
     return TensorSpec(name, shape, tensor_spec.dtype.as_numpy_dtype().dtype.name)
 
 
+def tensorflow_precision(tf) -> str:
+    """Device and float32 math mode of TensorFlow: "CPU (fp32)", "GPU (tf32 off)" or "GPU (tf32 on)".
+
+    Args:
+        tf: the imported `tensorflow` module (passed in so that `serving` never imports it).
+    """
+    if not tf.config.list_logical_devices("GPU"):
+        return "CPU (fp32)"
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    return f"GPU (tf32 {'on' if tf32 else 'off'})"
+
+
 class SavedModelRunner(Runner):
     """Runs one signature of a SavedModel directory with TensorFlow.
 
@@ -69,8 +81,15 @@ class SavedModelRunner(Runner):
 
     @property
     def provider(self) -> str:
-        gpus = self._tf.config.list_logical_devices("GPU")
-        return f"TensorFlow {'GPU' if gpus else 'CPU'}"
+        """TensorFlow's version, device and float32 math mode at the time of the call.
+
+        On a GPU, TensorFlow runs float32 convolutions and matmuls in TF32 unless
+        `tf.config.experimental.enable_tensor_float_32_execution(False)` was called (a
+        process-wide setting that this runner reports but never changes; `export.parity` turns
+        it off while it runs). On the CPU the math is float32.
+        """
+        tf = self._tf
+        return f"TensorFlow {tf.__version__} {tensorflow_precision(tf)}"
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf

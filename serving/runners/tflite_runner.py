@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import threading
 from pathlib import Path
@@ -13,6 +14,14 @@ from serving.lazy_import import lazy_import
 from serving.runners.base_runner import Runner, TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
+
+
+def _litert_version() -> str:
+    """Installed `ai-edge-litert` version, "unknown version" when it has no distribution record."""
+    try:
+        return importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
 
 
 def _clean_name(name: str) -> str:
@@ -95,7 +104,12 @@ class TFLiteRunner(Runner):
 
     @property
     def provider(self) -> str:
-        return "LiteRT CPU (XNNPACK)"
+        """LiteRT's version, the CPU with its default XNNPACK delegate, and the float mode.
+
+        XNNPACK computes float ops in float32 (it uses fp16 arithmetic only when forced by a
+        delegate flag this runner never sets); fp16-quantised weights are dequantised to float32.
+        """
+        return f"LiteRT {_litert_version()} CPU, XNNPACK (fp32)"
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:

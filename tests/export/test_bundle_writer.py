@@ -105,3 +105,24 @@ def test_invalid_arguments(model, tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         write_bundle(model, tmp_path / "b", **args)
     assert not (tmp_path / "b").exists()
+
+
+def test_compiled_model_is_bundled_without_its_training_state(tmp_path):
+    import zipfile
+
+    import keras
+    import numpy as np
+
+    from kerasmed.losses import DiceCELoss
+
+    model = tiny_unet(seed=4)
+    model.compile(optimizer="adam", loss=DiceCELoss())
+    out = write_tiny_bundle(tmp_path / "bundle", model, formats=("keras",))
+    with zipfile.ZipFile(out / "model.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    # A compile_config would name kerasmed's loss, which a plain `load_model` cannot resolve.
+    assert not config.get("compile_config")
+    loaded = keras.saving.load_model(out / "model.keras")  # compile=True: nothing to compile
+    x = np.random.default_rng(0).uniform(-1100, 500, (1, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), model(x, training=False))
+    assert model.compiled  # the caller's model is left as it was

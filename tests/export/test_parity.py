@@ -1,6 +1,11 @@
-"""export.parity and export.parity_report on the tiny bundle: pass, then deliberate failures."""
+"""export.parity and export.parity_report on the tiny bundle: pass, then deliberate failures.
+
+Device-agnostic: on a GPU host the ONNX artefact runs on CUDA with TF32 off and TensorFlow with
+TF32 off, and the provider strings say so.
+"""
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -9,16 +14,27 @@ from onnx import numpy_helper
 
 from export.parity import (
     DEFAULT_TOLERANCES,
+    GOLDEN_CASES,
+    VACUOUS_MESSAGE,
     Tolerances,
+    _Accumulator,
     _Reservoir,
     dice_agreement,
     resolve_tolerances,
     run_parity,
+    tensorflow_tf32,
 )
-from export.parity_report import format_table, write_parity_report
-from serving.bundle import artefact_sha256, load_bundle
+from export.parity_report import format_table, render_markdown, write_parity_report
+from serving.bundle import Bundle, artefact_sha256, load_bundle
 from serving.errors import BundleError, ConfigError
-from tests.helpers import copy_bundle, synthetic_ct
+from tests.helpers import copy_bundle, synthetic_ct, tiny_unet, write_tiny_bundle
+
+# Provider strings name the runtime and its float precision mode, whatever the device.
+PROVIDER_PATTERNS = {
+    "saved_model": r"TensorFlow \S+ (CPU \(fp32\)|GPU \(tf32 off\))",
+    "tflite": r"LiteRT \S+ CPU, XNNPACK \(fp32\)",
+    "onnx": r"onnxruntime \S+ (CPUExecutionProvider \(fp32\)|CUDAExecutionProvider \(tf32 off\))",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +69,8 @@ def test_every_artefact_passes(result, cases):
     for a in result.artefacts.values():
         assert a.passed and a.failed_checks == []
         assert a.max_abs_error <= a.tolerances.max_abs
-        assert a.min_passing_max_abs == a.max_abs_error
+        assert a.min_passing_max_abs == a.max_abs_error < a.tolerances.max_abs
+        assert re.fullmatch(PROVIDER_PATTERNS[a.key], a.provider), a.provider
         assert 0 <= a.mean_abs_error <= a.max_abs_error
         assert a.nan_count == 0 and a.inf_count == 0
         assert set(a.dice_agreement) == {"case0", "case1", "case2"}
@@ -64,6 +81,11 @@ def test_every_artefact_passes(result, cases):
     assert result.artefacts["saved_model"].checks == {
         "finite": True, "shape": True, "max_abs": True, "identical_masks": True,
     }
+    # The random tiny U-Net's probabilities straddle 0.5, so every case has Keras foreground.
+    assert result.foreground_cases == ["case0", "case1", "case2"]
+    assert result.checks == {"foreground_cases": True} and result.messages == []
+    assert re.fullmatch(r"Keras \S+ \(tensorflow backend\), (CPU \(fp32\)|GPU \(tf32 off\))",
+                        result.reference_provider), result.reference_provider
     print("\n" + format_table(result))  # the measured figures, shown with `pytest -s`
 
 
@@ -75,11 +97,19 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     assert sorted(p.name for p in report.iterdir()) == ["parity.json", "parity.md", "parity.png"]
     data = json.loads((report / "parity.json").read_text())
     assert data["verdict"] == "pass" and set(data["artefacts"]) == {"saved_model", "tflite", "onnx"}
+    for key, a in result.artefacts.items():
+        assert data["artefacts"][key]["provider"] == a.provider
+        assert data["artefacts"][key]["min_passing_max_abs"] == a.max_abs_error
+    assert data["foreground_case_count"] == 3 and data["min_foreground_cases"] == 1
+    assert data["reference_provider"] == result.reference_provider and data["use_tf32"] is False
     assert data["artefacts"]["onnx"]["tolerances"] == {
         "max_abs": 1e-4, "min_dice_agreement": 0.999, "identical_masks": False,
     }
     md = (report / "parity.md").read_text()
     assert "PASS" in md and "max abs tol." in md and "| onnx |" in md
+    assert "min passing tol." in md and "Why it fails" not in md
+    assert all(f"| {a.provider} |" in md for a in result.artefacts.values())
+    assert "golden cases with foreground in the Keras reference: 3 of 3" in md
     assert (report / "parity.png").read_bytes()[:4] == b"\x89PNG"
     after = json.loads((bundle / "manifest.json").read_text())
     assert after["artefacts"] == before["artefacts"]  # hashes untouched
@@ -87,6 +117,8 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     assert after["parity"]["report"] == "parity/parity.json"
     assert after["parity"]["tolerances"]["saved_model"]["identical_masks"] is True
     assert after["parity"]["date"] == result.created
+    assert after["parity"]["foreground_cases"] == 3
+    assert after["parity"]["providers"] == {k: a.provider for k, a in result.artefacts.items()}
     assert {k: v for k, v in after.items() if k != "parity"} == {
         k: v for k, v in before.items() if k != "parity"
     }
@@ -105,6 +137,118 @@ def test_slightly_perturbed_onnx_fails_max_abs_only(bundle_dir, cases, tmp_path)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["parity"]["verdict"] == "fail"
     assert manifest["parity"]["failures"] == {"onnx": ["max_abs"]}
+    assert manifest["parity"]["messages"] == [
+        f"onnx: max abs error {onnx_parity.max_abs_error:.3g} > tolerance 0.0001"
+    ]
+
+
+def test_min_passing_max_abs_is_the_observed_error_not_the_tolerance(bundle_dir, cases, tmp_path):
+    bundle = _corrupt_onnx(bundle_dir, tmp_path / "b", scale=1.05)
+    first = run_parity(bundle, cases, formats=["onnx"], progress=False).artefacts["onnx"]
+    observed = first.min_passing_max_abs
+    print(f"\nmax abs error {first.max_abs_error:.6e}, min passing tolerance {observed:.6e}")
+    assert observed == first.max_abs_error and observed > first.tolerances.max_abs == 1e-4
+    # It is the smallest tolerance that passes: exactly it passes, the next float below fails.
+    at = run_parity(bundle, cases, {"onnx": {"max_abs": observed}}, ["onnx"], progress=False)
+    below = run_parity(bundle, cases, {"onnx": {"max_abs": float(np.nextafter(observed, 0))}},
+                       ["onnx"], progress=False)
+    assert at.artefacts["onnx"].checks["max_abs"] and at.verdict == "pass"
+    assert below.failures == {"onnx": ["max_abs"]}
+    assert at.artefacts["onnx"].min_passing_max_abs == observed  # whatever the tolerance
+
+
+def test_min_passing_max_abs_is_none_when_no_tolerance_would_pass():
+    reference = np.full((1, 4, 4, 1), 0.25)
+    mask = np.zeros((1, 4, 4), np.uint8)
+    entry = {"key": "onnx", "format": "onnx", "file": "model.onnx", "sha256": "0"}
+    nan = np.full((1, 4, 4, 1), 0.25, np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    for probs in (nan, np.zeros((1, 4, 5, 1), np.float32)):
+        acc = _Accumulator(10, np.random.default_rng(0))
+        acc.add("c", reference, mask, probs, 0.5)
+        a = acc.finish(entry, Tolerances(), "test")
+        assert a.min_passing_max_abs is None and not a.passed
+    acc = _Accumulator(10, np.random.default_rng(0))
+    acc.add("c", reference, mask, (reference + 3e-5).astype(np.float32), 0.5)
+    a = acc.finish(entry, Tolerances(), "test")
+    assert a.min_passing_max_abs == a.max_abs_error == pytest.approx(3e-5, rel=1e-3)  # float32
+
+
+def _all_zero_bundle(out_dir):
+    """The tiny U-Net with its logits forced to -1e4: probabilities are exactly 0 everywhere."""
+    model = tiny_unet(seed=5)
+    logits = model.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([np.zeros_like(kernel), np.full_like(bias, -1e4)])
+    return write_tiny_bundle(out_dir, model, formats=("keras", "onnx"))
+
+
+def test_untrained_model_predicting_nothing_fails_parity(cases, tmp_path):
+    bundle = _all_zero_bundle(tmp_path / "zero")
+    result = run_parity(bundle, cases, progress=False)
+    onnx_parity = result.artefacts["onnx"]
+    # The artefact "agrees" perfectly, because both masks are empty: that must not pass.
+    assert onnx_parity.passed and onnx_parity.mean_dice_agreement == 1.0
+    assert onnx_parity.max_abs_error == 0.0
+    assert result.foreground_cases == []
+    assert result.verdict == "fail"
+    assert result.failures == {GOLDEN_CASES: ["foreground_cases"]}
+    assert result.messages == [f"{VACUOUS_MESSAGE} (0 of 3 cases; at least 1 required)"]
+    assert VACUOUS_MESSAGE == (
+        "no golden case has foreground in the Keras reference; the task-level check would be "
+        "vacuous"
+    )
+    assert f"FAIL: {VACUOUS_MESSAGE}" in format_table(result)
+    report = write_parity_report(result, bundle=bundle)
+    data = json.loads((report / "parity.json").read_text())
+    assert data["verdict"] == "fail" and data["foreground_case_count"] == 0
+    assert data["messages"] == result.messages
+    md = (report / "parity.md").read_text()
+    assert "# Parity report: FAIL" in md and "## Why it fails" in md and VACUOUS_MESSAGE in md
+    assert "golden cases with foreground in the Keras reference: 0 of 3" in md
+    parity = load_bundle(bundle).parity
+    assert parity["verdict"] == "fail" and parity["foreground_cases"] == 0
+    assert parity["failures"] == {GOLDEN_CASES: ["foreground_cases"]}
+    # An explicit opt-out is possible, and the count is still reported.
+    lenient = run_parity(bundle, cases, progress=False, min_foreground_cases=0)
+    assert lenient.verdict == "pass" and lenient.foreground_cases == []
+    assert "0 of 3 (at least 0 required)" in render_markdown(lenient)
+
+
+def test_minimum_number_of_foreground_cases(result, bundle_dir, cases):
+    strict = run_parity(bundle_dir, cases, formats=["onnx"], progress=False,
+                        min_foreground_cases=4)
+    assert strict.verdict == "fail" and strict.failures == {GOLDEN_CASES: ["foreground_cases"]}
+    assert strict.messages == [
+        "only 3 of 3 golden cases have foreground in the Keras reference (at least 4 required); "
+        "the task-level check would be too weak"
+    ]
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ConfigError, match=f"min_foreground_cases.*Received: "
+                                              f"min_foreground_cases={re.escape(repr(bad))}"):
+            run_parity(bundle_dir, cases, progress=False, min_foreground_cases=bad)
+
+
+def test_tf32_is_off_during_parity_and_restored(bundle_dir, cases, monkeypatch):
+    import tensorflow as tf
+
+    seen = []
+    original = Bundle.runner
+
+    def recording_runner(self, key, **kwargs):
+        seen.append((key, kwargs.get("use_tf32"), tf.config.experimental.
+                     tensor_float_32_execution_enabled()))
+        return original(self, key, **kwargs)
+
+    monkeypatch.setattr(Bundle, "runner", recording_runner)
+    with tensorflow_tf32(True):  # TensorFlow's own default
+        result = run_parity(bundle_dir, cases[:1], formats=["onnx", "tflite"], progress=False)
+        assert tf.config.experimental.tensor_float_32_execution_enabled()
+    assert seen == [("keras", None, False), ("onnx", False, False), ("tflite", False, False)]
+    assert result.use_tf32 is False
+    seen.clear()
+    run_parity(bundle_dir, cases[:1], formats=["onnx"], progress=False, use_tf32=True)
+    assert seen == [("keras", None, True), ("onnx", True, True)]
 
 
 def test_flipped_onnx_fails_dice_agreement(bundle_dir, cases, tmp_path):

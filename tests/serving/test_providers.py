@@ -1,4 +1,6 @@
-"""serving.providers: CUDA only when a GPU really answers, and never a word on stderr."""
+"""serving.providers: CUDA only when a GPU really answers, TF32 always explicit, never a word on
+stderr. The GPU probe is monkeypatched where a test needs a GPU "present" or "absent", so these
+tests pass the same way on hosts with and without a GPU."""
 
 import os
 
@@ -10,7 +12,15 @@ from onnx import TensorProto, helper
 
 from serving import providers
 from serving.errors import ConfigError
-from serving.providers import CPU, CUDA, onnx_providers
+from serving.providers import (
+    CPU,
+    CUDA,
+    describe_provider,
+    onnx_provider_options,
+    onnx_providers,
+    precision_mode,
+    with_precision_options,
+)
 
 
 @pytest.fixture
@@ -46,11 +56,53 @@ def test_cpu_only_without_a_gpu(fresh_probe, capfd):
     assert captured.err == "" and captured.out == ""
 
 
-def test_session_with_chosen_providers_prints_nothing(fresh_probe, add_one_onnx, capfd):
-    session = ort.InferenceSession(str(add_one_onnx), providers=onnx_providers())
+@pytest.mark.parametrize("choose", [onnx_providers, onnx_provider_options])
+def test_session_with_chosen_providers_prints_nothing(fresh_probe, add_one_onnx, capfd, choose):
+    session = ort.InferenceSession(str(add_one_onnx), providers=choose())
     y = session.run(None, {"x": np.zeros((2, 3), np.float32)})[0]
     np.testing.assert_array_equal(y, np.ones((2, 3), np.float32))
     assert capfd.readouterr().err == ""
+
+
+def test_provider_options_with_a_gpu_present(monkeypatch):
+    monkeypatch.setattr(providers, "cuda_gpu_available", lambda: True)
+    monkeypatch.delenv(providers.DEVICE_ENV, raising=False)
+    # TF32 is off unless asked for: a float32 artefact must compute in float32 on the GPU too.
+    assert onnx_provider_options() == [(CUDA, {"use_tf32": "0"}), (CPU, {})]
+    assert onnx_provider_options(use_tf32=True) == [(CUDA, {"use_tf32": "1"}), (CPU, {})]
+    assert onnx_provider_options(prefer_gpu=False) == [(CPU, {})]
+    monkeypatch.setenv(providers.DEVICE_ENV, "cpu")
+    assert onnx_provider_options(use_tf32=True) == [(CPU, {})]
+
+
+def test_provider_options_with_no_gpu(monkeypatch):
+    monkeypatch.setattr(providers, "cuda_gpu_available", lambda: False)
+    monkeypatch.delenv(providers.DEVICE_ENV, raising=False)
+    assert onnx_provider_options() == [(CPU, {})]
+    assert onnx_provider_options(use_tf32=True) == [(CPU, {})]
+
+
+def test_explicit_providers_get_an_explicit_tf32_mode():
+    assert with_precision_options([CUDA, CPU]) == [(CUDA, {"use_tf32": "0"}), (CPU, {})]
+    assert with_precision_options([(CUDA, {"device_id": 1})], use_tf32=True) == [
+        (CUDA, {"device_id": "1", "use_tf32": "1"})
+    ]
+    # A caller's own CUDA option wins over the `use_tf32` argument.
+    assert with_precision_options([(CUDA, {"use_tf32": 1})]) == [(CUDA, {"use_tf32": "1"})]
+    with pytest.raises(ConfigError, match=r"name or a \(name, options\) pair. Received: 3"):
+        with_precision_options([3])
+
+
+def test_provider_description_names_the_precision():
+    assert precision_mode(CPU) == "fp32"
+    assert precision_mode(CUDA, {"use_tf32": "0", "device_id": "0"}) == "tf32 off"
+    assert precision_mode(CUDA, {"use_tf32": "1"}) == "tf32 on"
+    assert precision_mode(CUDA, {}) == "tf32 on"  # onnxruntime's own default
+    assert precision_mode("TensorrtExecutionProvider") == "precision not reported"
+    assert describe_provider(CUDA, {"use_tf32": "0"}) == (
+        f"onnxruntime {ort.__version__} CUDAExecutionProvider (tf32 off)"
+    )
+    assert describe_provider(CPU) == f"onnxruntime {ort.__version__} CPUExecutionProvider (fp32)"
 
 
 def test_cuda_first_when_a_gpu_answers(monkeypatch):

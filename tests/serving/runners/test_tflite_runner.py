@@ -1,5 +1,7 @@
 """TFLiteRunner (LiteRT) on the tiny U-Net's TFLite export, against the Keras model."""
 
+import importlib.metadata
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,8 @@ def test_signature_runner_specs(bundle_dir):
     assert runner.format == "tflite"
     assert runner.input_specs == [TensorSpec("image", (None, None, None, 1), "float32")]
     assert runner.output_specs == [TensorSpec("probs", (None, None, None, 1), "float32")]
-    assert "LiteRT" in runner.provider
+    version = importlib.metadata.version("ai-edge-litert")
+    assert runner.provider == f"LiteRT {version} CPU, XNNPACK (fp32)"
 
 
 def test_matches_keras_with_dynamic_batch_and_size(bundle_dir, keras_model):
