@@ -56,7 +56,8 @@ class PreprocessingConfig(_Section):
 class SamplingConfig(_Section):
     patch_size: tuple[PositiveInt, PositiveInt] = (96, 96)
     positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = Field(16, description="Patches per replica; the global batch is "
+                                    "batch_size x replicas (workers x local devices).")
     shuffle_buffer: PositiveInt = 256
 
 
@@ -97,6 +98,11 @@ class TrainingConfig(_Section):
     dice_weight: float = Field(1.0, ge=0.0)
     max_val_slices: PositiveInt = 64
     max_minutes: float | None = Field(None, gt=0.0)
+    deterministic: bool = Field(
+        False,
+        description="Seed everything and enable TF op determinism: two runs on one machine give "
+        "bit-identical weights (slower).",
+    )
 
 
 class EvaluationConfig(_Section):

@@ -5,7 +5,9 @@ preprocessing and inference, mapped back to the source grid, and scored against 
 The HU-threshold baseline is scored on the same cases beside the model.
 
 Outputs in `<run_dir>/eval/`: `metrics.csv`, `summary.json`, `training_curves.png`,
-`dice_per_case.png`, `overlay_montage.png`.
+`dice_per_case.png`, `overlay_montage.png`. The folder is written as a set: built under a temporary
+name and swapped in at the end, so an interrupted evaluation leaves the previous `eval/` (or none),
+never a mix.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kerasmed.evaluation.metrics import dice, threshold_baseline
 from kerasmed.evaluation.plots import plot_dice_per_case, plot_overlay_montage, plot_training_curves
 from kerasmed.keras_runner import KerasRunner
 from kerasmed.run import load_run
+from serving.atomic import atomic_dir
 from serving.errors import DataError
 from serving.inference import predict_image, probs_to_mask
 from serving.io import read_image
@@ -47,8 +50,6 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
         raise DataError("The manifest needs a `lung_mask_path` column for the baseline. Received: none")
     runner = KerasRunner(run_dir / "model.keras")
     spec = config.preprocessing.spec()
-    out_dir = run_dir / "eval"
-    out_dir.mkdir(exist_ok=True)
     rows, panels = [], []
     start = time.monotonic()
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"evaluate {split}", disable=not progress):
@@ -72,7 +73,6 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
         panels.append({"case_id": case.case_id, "slice": z, "image": image.array[z],
                        "truth": truth[z], "pred": pred[z], "dice": rows[-1]["dice"]})
     metrics = pd.DataFrame(rows)
-    _write_csv(metrics, out_dir / "metrics.csv")
     summary = {
         "split": split,
         "cases": len(metrics),
@@ -83,17 +83,11 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
         "threshold": ev.threshold,
         "seconds": round(time.monotonic() - start, 1),
     }
-    plot_dice_per_case(metrics, out_dir / "dice_per_case.png")
-    plot_overlay_montage(panels[:6], out_dir / "overlay_montage.png", config.model.hu_window)
-    if (run_dir / "training_log.csv").is_file():
-        plot_training_curves(run_dir / "training_log.csv", out_dir / "training_curves.png")
-    tmp = out_dir / "summary.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out_dir / "summary.json")
+    with atomic_dir(run_dir / "eval") as out_dir:
+        metrics.to_csv(out_dir / "metrics.csv", index=False, float_format="%.5f")
+        plot_dice_per_case(metrics, out_dir / "dice_per_case.png")
+        plot_overlay_montage(panels[:6], out_dir / "overlay_montage.png", config.model.hu_window)
+        if (run_dir / "training_log.csv").is_file():
+            plot_training_curves(run_dir / "training_log.csv", out_dir / "training_curves.png")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    df.to_csv(tmp, index=False, float_format="%.5f")
-    tmp.replace(path)

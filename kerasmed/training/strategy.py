@@ -1,8 +1,26 @@
-"""Device strategy and mixed precision: GPU paths switch on when a GPU is present."""
+"""Device strategy, worker roles, determinism and mixed precision.
+
+Strategy choice, in order:
+- `TF_CONFIG` names several workers: `MultiWorkerMirroredStrategy` (one replica per local device of
+  each worker; `kerasmed train --workers N` sets `TF_CONFIG` up for N processes on one host);
+- several GPUs: `MirroredStrategy`;
+- otherwise the default strategy.
+
+`TF_CONFIG` is the standard TensorFlow cluster description, e.g. for the second of two workers::
+
+    {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 1}}
+
+Worker 0 is the chief unless the cluster has an explicit `chief` task; only the chief writes the
+run folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -14,12 +32,105 @@ log = logging.getLogger(__name__)
 POLICIES = ("float32", "auto", "mixed_float16", "mixed_bfloat16")
 
 
+def read_tf_config(environ=None) -> dict:
+    """The parsed `TF_CONFIG` environment variable, or `{}` when it is unset or empty.
+
+    Raises:
+        ConfigError: if `TF_CONFIG` is not a JSON object.
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        spec = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"`TF_CONFIG` must be a JSON object. Received: TF_CONFIG={raw!r}") from err
+    if not isinstance(spec, dict):
+        raise ConfigError(f"`TF_CONFIG` must be a JSON object. Received: TF_CONFIG={raw!r}")
+    return spec
+
+
+def num_workers(environ=None) -> int:
+    """How many training processes `TF_CONFIG` describes (chief included); 1 without it."""
+    cluster = read_tf_config(environ).get("cluster", {})
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+def task_id(environ=None) -> tuple[str, int]:
+    """This process's `(task type, index)`; `("worker", 0)` without `TF_CONFIG`."""
+    task = read_tf_config(environ).get("task", {})
+    return str(task.get("type", "worker")), int(task.get("index", 0))
+
+
+def is_chief(environ=None) -> bool:
+    """Whether this process writes the run folder: the `chief` task, else worker 0."""
+    kind, index = task_id(environ)
+    if kind == "chief":
+        return True
+    has_chief = bool(read_tf_config(environ).get("cluster", {}).get("chief"))
+    return kind == "worker" and index == 0 and not has_chief
+
+
 def select_strategy() -> tf.distribute.Strategy:
-    """`MirroredStrategy` over all GPUs when there are several, else the default strategy."""
+    """The distribution strategy for this process (see the module docstring).
+
+    Call it before any other TensorFlow work: `MultiWorkerMirroredStrategy` configures the
+    collective-ops runtime, which is impossible once TensorFlow has created its devices.
+    """
+    if num_workers() > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several processes."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and num_workers() > 1
+
+
+def _set_op_determinism(enabled: bool) -> None:
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+        return
+    # TensorFlow exports only the switch-on; the switch-off is the same flag, not yet public.
+    from tensorflow.python.framework import config as tf_framework_config
+
+    disable = getattr(tf_framework_config, "disable_op_determinism", None)
+    if disable is not None:
+        disable()
+
+
+def op_determinism_enabled() -> bool:
+    from tensorflow.python.framework import config as tf_framework_config
+
+    check = getattr(tf_framework_config, "is_op_determinism_enabled", None)
+    return bool(check()) if check is not None else False
+
+
+@contextlib.contextmanager
+def seeded(seed: int, deterministic: bool = False) -> Iterator[None]:
+    """Seed Python, NumPy, TensorFlow and Keras; with `deterministic`, also run TF ops deterministically.
+
+    Op determinism (`tf.config.experimental.enable_op_determinism`) makes kernels pick
+    reproducible algorithms and tf.data keep its order, so two runs of one config on one machine
+    give bit-identical weights. It is process-wide, so it is switched back off on exit when it was
+    off on entry.
+
+    Example:
+        >>> with seeded(0, deterministic=True):
+        ...     model.fit(...)
+    """
+    was_enabled = op_determinism_enabled()
+    keras.utils.set_random_seed(seed)
+    if deterministic and not was_enabled:
+        _set_op_determinism(True)
+    try:
+        yield
+    finally:
+        if deterministic and not was_enabled:
+            _set_op_determinism(False)
 
 
 def cpu_supports_bfloat16() -> bool:

@@ -1,17 +1,29 @@
 """Train a segmentation model from a config: cache, tf.data, strategy, precision, Keras callbacks.
 
-Run folder (`<output_dir>/<name>/`):
-    config.yaml          the validated config, as used
-    checkpoints/best.keras  best model by validation Dice (ModelCheckpoint)
-    training_log.csv     per-epoch metrics (CSVLogger)
-    tensorboard/         TensorBoard logs
-    model.keras          the best model in float32, written last (its presence marks a finished run)
-    train_summary.json   epochs, best validation loss/Dice, dtype policy, strategy, seconds
+Run folder (`<output_dir>/<name>/`), written by the chief worker only:
+    config.yaml             the validated config, as used
+    checkpoints/best.keras  best model by validation Dice (written under a temporary name, renamed)
+    training_log.csv        per-epoch metrics, each epoch once (a resumed run appends)
+    tensorboard/            TensorBoard logs
+    backup/                 while training: the last completed epoch's state (removed at the end)
+    model.keras             the best model in float32, written last (its presence marks a finished run)
+    train_summary.json      epochs, best validation loss/Dice, dtype policy, strategy, seconds
+
+Crash safety: a run killed at any instant (even `kill -9`) and started again with the same
+command resumes from its last completed epoch: weights, optimizer, data stream position, best
+checkpoint score, early-stopping counters and the log all continue as if it had not stopped.
+Running `train` on a finished run folder trains again from scratch.
+
+Scale-out: under `MultiWorkerMirroredStrategy` (`TF_CONFIG` with several workers, e.g. from
+`kerasmed train --workers N`) every worker reads its shard of one global example stream, so the
+union of the workers' batches is the single-process global batch.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,40 +33,37 @@ import tensorflow as tf
 
 from kerasmed.config import Config, save_config
 from kerasmed.data.augment import RandomAugment2D
-from kerasmed.data.cache import build_cache, load_cache
-from kerasmed.data.manifest import read_manifest
+from kerasmed.data.cache import load_cache
 from kerasmed.data.pipeline import make_train_dataset, make_val_dataset
 from kerasmed.losses import DiceCELoss, DiceScore
 from kerasmed.models.float32 import as_float32
 from kerasmed.models.registry import build_model
-from kerasmed.training.strategy import apply_precision, select_strategy
+from kerasmed.training.callbacks import (
+    AtomicBackupAndRestore,
+    AtomicModelCheckpoint,
+    ResumableCSVLogger,
+    ResumableEarlyStopping,
+    TimeLimit,
+    atomic_write_text,
+    read_backup,
+)
+from kerasmed.training.inputs import cache_for
+from kerasmed.training.multiworker import enable_multi_worker_fit, output_dir, synchronize_batch_norm
+from kerasmed.training.strategy import (
+    apply_precision,
+    is_chief,
+    is_multi_worker,
+    seeded,
+    select_strategy,
+    task_id,
+)
+from serving.errors import ConfigError
 
+__all__ = ["TimeLimit", "build_compiled_model", "cache_for", "train"]
 
-class TimeLimit(keras.callbacks.Callback):
-    """Stop training once `minutes` have passed (checked after every batch; the current epoch
-    is cut short, then validated and checkpointed as usual)."""
-
-    def __init__(self, minutes: float):
-        super().__init__()
-        self.seconds = minutes * 60.0
-        self.start = time.monotonic()
-        self.stopped = False
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
-            self.model.stop_training = True
-            self.stopped = True
-
-
-def cache_for(config: Config, progress: bool = True) -> Path:
-    """Build (or reuse) the preprocessed cache of the config's dataset."""
-    root = Path(config.data.root)
-    manifest = read_manifest(root, config.data.manifest)
-    cache_root = Path(config.data.cache_dir) if config.data.cache_dir else root / "cache"
-    return build_cache(manifest, config.preprocessing.spec(), cache_root, progress=progress)
+BACKUP = "backup"
+# Keys that do not change what training computes, so a resumed run may differ in them.
+_RESUME_IGNORES = ("name", "output_dir", "synthetic", "data.cache_dir", "training.max_minutes")
 
 
 def build_compiled_model(config: Config) -> keras.Model:
@@ -85,8 +94,58 @@ def build_compiled_model(config: Config) -> keras.Model:
     return model
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def resume_fingerprint(config: Config) -> dict:
+    """The config entries a backup must share with the config that resumes it (flat keys)."""
+    return {k: v for k, v in _flat(config.to_dict()).items()
+            if not any(k == i or k.startswith(i + ".") for i in _RESUME_IGNORES)}
+
+
+def _check_resumable(state: dict, config: Config, backup: Path) -> None:
+    saved, now = state.get("config", {}), resume_fingerprint(config)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise ConfigError(
+            "The run folder holds an unfinished training backup made with a different config "
+            f"({diff}); rerun with the same config to resume it, or delete {backup} to start over. "
+            f"Received: {backup.parent}"
+        )
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _summarize_log(rows: list[dict]) -> dict:
+    """Epochs and the best epoch (by validation Dice, first of equals) from the training log."""
+    if not rows:
+        return {"epochs_run": 0, "best_epoch": None, "best_val_loss": None, "best_val_dice": None}
+    dice = [float(r["val_dice"]) for r in rows]
+    best = max(range(len(dice)), key=dice.__getitem__)
+    return {
+        "epochs_run": len(rows),
+        "best_epoch": int(rows[best]["epoch"]) + 1,
+        "best_val_loss": float(rows[best]["val_loss"]),
+        "best_val_dice": dice[best],
+    }
+
+
 def train(config: Config, run_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Train the config's model and write the run folder.
+    """Train the config's model and write the run folder, resuming an interrupted run.
 
     Args:
         config: validated config.
@@ -94,86 +153,143 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
         progress: show progress bars.
 
     Returns:
-        The training summary (also written to `train_summary.json`).
+        The training summary (also written to `train_summary.json` by the chief).
+
+    Raises:
+        ConfigError: if the run folder holds an unfinished backup of a different config.
+        DataError: if the dataset, cache or backup is unreadable.
     """
+    # First: MultiWorkerMirroredStrategy has to configure TensorFlow before anything else does.
+    strategy = select_strategy()
+    chief, worker = is_chief(), task_id()[1]
     run_dir = Path(run_dir) if run_dir else config.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "model.keras").unlink(missing_ok=True)  # a stale model would look like a finished run
-    save_config(config, run_dir / "config.yaml")
-    keras.utils.set_random_seed(config.seed)
+    state = read_backup(run_dir / BACKUP)
+    if state is not None:
+        _check_resumable(state, config, run_dir / BACKUP)
     policy = apply_precision(config.training.mixed_precision)
     try:
-        cache = cache_for(config, progress)
-        train_cases, val_cases = load_cache(cache, "train"), load_cache(cache, "val")
-        strategy = select_strategy()
-        replicas = strategy.num_replicas_in_sync
-        s, a = config.sampling, config.augmentation
-        with strategy.scope():
-            model = build_compiled_model(config)
-        context = config.model.context_slices
-        train_ds = make_train_dataset(
-            train_cases,
-            context,
-            s.patch_size,
-            s.batch_size * replicas,
-            s.positive_fraction,
-            RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
-                            a.intensity_shift_hu, a.intensity_scale),
-            s.shuffle_buffer,
-            config.seed,
+        with seeded(config.seed, config.training.deterministic), \
+                output_dir(run_dir, chief, worker) as out:
+            if chief:
+                _prepare_run_dir(run_dir, config, resuming=state is not None)
+                if state is not None:
+                    print(f"resuming from epoch {state['epoch']} ({state['epoch']} of "
+                          f"{config.training.epochs} epochs done)", flush=True)
+            else:
+                print(f"worker {worker}: writing to temporary folder {out} (removed at the end)",
+                      flush=True)
+            summary = _fit(config, strategy, run_dir, out, state, progress and chief)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    summary.update(dtype_policy=policy, chief=chief, worker=worker)
+    if chief:
+        atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2))
+        # Last: until the run is complete, its backup is what a restart resumes from.
+        shutil.rmtree(run_dir / BACKUP, ignore_errors=True)
+    return summary
+
+
+def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
+    # Outputs of an earlier finished run would make this one look complete while it trains.
+    (run_dir / "model.keras").unlink(missing_ok=True)
+    (run_dir / "train_summary.json").unlink(missing_ok=True)
+    if not resuming:
+        shutil.rmtree(run_dir / BACKUP, ignore_errors=True)  # half-written first backup, if any
+    save_config(config, run_dir / "config.yaml")
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+
+
+def _fit(config: Config, strategy, run_dir: Path, out: Path, state: dict | None, progress: bool) -> dict:
+    cache = cache_for(config, progress)
+    train_cases, val_cases = load_cache(cache, "train"), load_cache(cache, "val")
+    replicas = strategy.num_replicas_in_sync
+    s, a, t = config.sampling, config.augmentation, config.training
+    context = config.model.context_slices
+    global_batch = s.batch_size * replicas  # `sampling.batch_size` is per replica
+    with strategy.scope():
+        model = build_compiled_model(config)
+    if replicas > 1:
+        synchronize_batch_norm(model)  # statistics of the global batch, however it is split
+    if is_multi_worker(strategy):
+        spec = (tf.TensorSpec((None, None, None, context)), tf.TensorSpec((None, None, None, 1)))
+        enable_multi_worker_fit(model, strategy, spec)
+
+    augment = RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
+                              a.intensity_shift_hu, a.intensity_scale)
+    skip = int(state.get("examples", 0)) if state else 0
+
+    def train_dataset(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_train_dataset(
+            train_cases, context, s.patch_size, ctx.get_per_replica_batch_size(global_batch),
+            s.positive_fraction, augment, s.shuffle_buffer, config.seed,
+            skip=skip, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
         )
-        val_ds = make_val_dataset(val_cases, context, max(1, s.batch_size // 2) * replicas,
-                                  config.training.max_val_slices)
-        t = config.training
-        callbacks = [
-            # Whole-slice validation Dice is what evaluation measures; the loss is noisier.
-            keras.callbacks.ModelCheckpoint(
-                str(run_dir / "checkpoints" / "best.keras"), monitor="val_dice", mode="max",
-                save_best_only=True,
-            ),
-            keras.callbacks.CSVLogger(str(run_dir / "training_log.csv")),
-            keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
-            keras.callbacks.EarlyStopping(
-                monitor="val_dice", mode="max", patience=t.early_stopping_patience,
-                restore_best_weights=True,
-            ),
-        ]
-        limit = TimeLimit(t.max_minutes) if t.max_minutes else None
-        if limit:
-            callbacks.append(limit)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        start = time.monotonic()
-        history = model.fit(
-            strategy.experimental_distribute_dataset(train_ds),
+
+    val_ds = make_val_dataset(val_cases, context, max(1, s.batch_size // 2) * replicas, t.max_val_slices)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    val_ds = val_ds.with_options(options)
+
+    initial_epoch = int(state["epoch"]) if state else 0
+    best_path = out / "checkpoints" / "best.keras"
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    # Whole-slice validation Dice is what evaluation measures; the loss is noisier.
+    checkpoint = AtomicModelCheckpoint(str(best_path), monitor="val_dice", mode="max", save_best_only=True)
+    early = ResumableEarlyStopping(
+        best_weights_path=run_dir / "checkpoints" / "best.keras", monitor="val_dice", mode="max",
+        patience=t.early_stopping_patience, restore_best_weights=True,
+    )
+    if state:
+        checkpoint.set_state(state.get("callbacks", {}).get("checkpoint", {}))
+        early.set_state(state.get("callbacks", {}).get("early_stopping", {}))
+    limit = TimeLimit(t.max_minutes) if t.max_minutes else None
+    csv_log = ResumableCSVLogger(str(out / "training_log.csv"), initial_epoch)
+    callbacks = [
+        checkpoint,
+        csv_log,
+        keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), write_graph=False),
+        early,
+        *([limit] if limit else []),
+        # Last, so that it records the end-of-epoch state of the callbacks above.
+        AtomicBackupAndRestore(
+            out / BACKUP, restore_dir=run_dir / BACKUP,
+            state_callbacks={"checkpoint": checkpoint, "early_stopping": early},
+            examples_per_step=global_batch, metadata={"config": resume_fingerprint(config)},
+        ),
+    ]
+    # A backup taken as training stopped (early stopping, time limit) only needs finishing.
+    epochs = initial_epoch if state and state.get("stop_training") else t.epochs
+    start = time.monotonic()
+    try:
+        model.fit(
+            strategy.distribute_datasets_from_function(train_dataset),
             validation_data=strategy.experimental_distribute_dataset(val_ds),
-            epochs=t.epochs,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
             shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a Dataset
             steps_per_epoch=t.steps_per_epoch,
             callbacks=callbacks,
             verbose=(1 if sys.stdout.isatty() else 2) if progress else 0,
         )
-        seconds = time.monotonic() - start
-        val_loss, val_dice = history.history["val_loss"], history.history["val_dice"]
-        best = max(range(len(val_dice)), key=val_dice.__getitem__)
-        # The run's model is float32 whatever the training precision, so evaluation scores exactly
-        # the graph that export ships (a bfloat16 graph would not even load in onnxruntime).
-        tmp = run_dir / "model.keras.partial.keras"
-        as_float32(model).save(tmp)
-        tmp.replace(run_dir / "model.keras")
     finally:
-        keras.mixed_precision.set_global_policy("float32")
-    summary = {
-        "epochs_run": len(val_loss),
-        "best_epoch": best + 1,
-        "best_val_loss": float(val_loss[best]),
-        "best_val_dice": float(val_dice[best]),
-        "dtype_policy": policy,
+        csv_log.close()
+    seconds = time.monotonic() - start
+    if replicas > 1:
+        synchronize_batch_norm(model, False)  # the saved model runs on one device
+    # The run's model is float32 whatever the training precision, so evaluation scores exactly
+    # the graph that export ships (a bfloat16 graph would not even load in onnxruntime).
+    tmp = out / "model.keras.partial.keras"
+    as_float32(model).save(tmp)
+    tmp.replace(out / "model.keras")
+    return {
+        **_summarize_log(_read_log(out / "training_log.csv")),
+        "resumed_from_epoch": initial_epoch if state else None,
         "strategy": type(strategy).__name__,
         "replicas": replicas,
+        "global_batch_size": global_batch,
+        "deterministic": t.deterministic,
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "stopped_by_time_limit": bool(limit and limit.stopped),
         "train_seconds": round(seconds, 1),
         "cache": str(cache),
     }
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary

@@ -67,3 +67,12 @@ def test_missing_data_folder_is_one_line_exit_2(tmp_path):
 def test_evaluate_and_export_on_non_run_folder(tmp_path):
     _assert_one_line_error(run_cli("evaluate", tmp_path), "run folder")
     _assert_one_line_error(run_cli("export", tmp_path), "run folder")
+
+
+def test_train_help_documents_workers_and_resume():
+    out = run_cli("train", "--help")
+    assert "--workers N" in out.stdout and "resumes" in out.stdout
+
+
+def test_zero_workers_is_one_line_exit_2():
+    _assert_one_line_error(run_cli("train", CONFIG, "--workers", "0"), "--workers", "Received")

@@ -46,3 +46,11 @@ def test_non_mapping_yaml_is_rejected(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_deterministic_is_off_by_default_and_in_the_shipped_config():
+    assert config_from_dict({}).training.deterministic is False
+    assert "deterministic: false" in CONFIG.read_text()
+    assert load_config(CONFIG, ["training.deterministic=true"]).training.deterministic is True
+    with pytest.raises(ConfigError, match="training.deterministic"):
+        config_from_dict({"training": {"deterministic": "sometimes"}})

@@ -26,3 +26,42 @@ def test_file_and_memory_runners_agree(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(BundleError, match="Received: path="):
         KerasRunner(tmp_path / "nope.keras")
+
+
+def test_graph_call_matches_eager_call_and_traces_once():
+    model = tiny_unet(seed=3)
+    graph, eager = KerasRunner(model), KerasRunner(model, compiled=False)
+    assert graph.compiled and not eager.compiled
+    assert graph.provider.endswith("(tensorflow backend, tf.function)")
+    assert eager.provider.endswith("(tensorflow backend, eager)")
+    rng = np.random.default_rng(1)
+    # New batch sizes and image sizes reuse the one trace: its signature leaves them open.
+    for shape in [(8, 32, 32, 1), (3, 32, 32, 1), (1, 16, 24, 1), (8, 32, 32, 1)]:
+        x = rng.uniform(-1100, 500, shape).astype(np.float32)
+        out = graph.predict(x)
+        assert out.dtype == np.float32 and out.shape == shape
+        # Graph and eager execution differ only by float rounding.
+        assert_allclose(out, eager.predict(x), atol=1e-6)
+        assert_allclose(out, model(x, training=False), atol=1e-6)
+    assert graph._forward.experimental_get_tracing_count() == 1
+
+
+def test_graph_call_runs_in_inference_mode():
+    # Dropout is active only with training=True: the compiled call must leave it off.
+    import keras
+
+    inputs = keras.Input((None, None, 1), name="image")
+    outputs = keras.layers.Activation("sigmoid", name="probs")(keras.layers.Dropout(0.9)(inputs))
+    runner = KerasRunner(keras.Model(inputs, outputs))
+    x = np.random.default_rng(2).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    assert_allclose(runner.predict(x), 1 / (1 + np.exp(-x)), atol=1e-6)
+
+
+def test_multi_input_and_dict_output_models_run_compiled():
+    import keras
+
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    model = keras.Model([a, b], {"sum": keras.layers.Add(name="sum")([a, b])})
+    runner = KerasRunner(model)
+    x, y = np.ones((2, 4), np.float32), np.full((2, 4), 2.0, np.float32)
+    assert_allclose(runner.run({"a": x, "b": y})["sum"], x + y)

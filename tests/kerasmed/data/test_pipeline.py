@@ -66,3 +66,80 @@ def test_lesion_balanced_sampling_gives_small_lesions_an_equal_share():
     big, small = np.sum(slices < 12), np.sum(slices >= 15)
     assert big == 12 and small == 12
     assert _lesion_balanced_slices(np.zeros((3, 4, 4), np.uint8)) == []
+
+
+def _batches(ds, n):
+    return [(i.numpy(), m.numpy()) for i, m in ds.take(n)]
+
+
+def test_stream_is_the_same_for_every_iterator():
+    # Keras and tf.distribute create extra iterators (symbolic build, one per fit); the stream
+    # must not depend on how many came before, or resuming and sharding would drift.
+    ds = make_train_dataset(_cases(), 3, (16, 16), 8, 0.5, RandomAugment2D(), seed=2)
+    first, second = _batches(ds, 4), _batches(ds, 4)
+    for (a, ma), (b, mb) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ma, mb)
+
+
+def test_skip_resumes_the_stream_exactly():
+    full = _batches(make_train_dataset(_cases(), 1, (16, 16), 4, 0.5, RandomAugment2D(), seed=3), 5)
+    resumed = _batches(make_train_dataset(_cases(), 1, (16, 16), 4, 0.5, RandomAugment2D(), seed=3,
+                                          skip=2 * 4), 3)
+    for (a, _), (b, _) in zip(full[2:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_union_of_worker_shards_is_the_global_batch():
+    global_batch, workers = 6, 3
+    whole = _batches(make_train_dataset(_cases(), 1, (16, 16), global_batch, 0.5, RandomAugment2D(),
+                                        seed=4), 4)
+    shards = [_batches(make_train_dataset(_cases(), 1, (16, 16), global_batch // workers, 0.5,
+                                          RandomAugment2D(), seed=4, num_shards=workers,
+                                          shard_index=w), 4) for w in range(workers)]
+    for b, (images, _) in enumerate(whole):
+        # Worker w takes examples w, w+W, w+2W, ...: example i of its batch is global b*B + i*W + w.
+        union = np.stack([shards[w][b][0][i] for i in range(global_batch // workers)
+                          for w in range(workers)])
+        np.testing.assert_array_equal(union, images)
+
+
+def test_bad_shard_arguments_name_them():
+    with pytest.raises(ConfigError, match="shard_index.*Received.*shard_index=2"):
+        make_train_dataset(_cases(), 1, (16, 16), 4, num_shards=2, shard_index=2)
+    with pytest.raises(ConfigError, match="skip=-1"):
+        make_train_dataset(_cases(), 1, (16, 16), 4, skip=-1)
+
+
+def test_map_is_order_deterministic_under_parallel_calls():
+    # The crop runs in tf.numpy_function from several threads; its result depends only on its
+    # inputs (explicit seed), and the map keeps input order, so the batches are reproducible.
+    aug = RandomAugment2D()
+    a = _batches(make_train_dataset(_cases(), 3, (16, 16), 16, 0.5, aug, seed=9), 3)
+    b = _batches(make_train_dataset(_cases(), 3, (16, 16), 16, 0.5, aug, seed=9), 3)
+    for (x, mx), (y, my) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(mx, my)
+
+
+def test_windowed_crop_equals_cropping_whole_slice_stacks():
+    """Reading only the patch window gives exactly the stack `slice_stack` builds at prediction."""
+    from kerasmed.data.pipeline import SliceSampler
+    from serving.inference import slice_stack
+
+    cases = _cases(n=2, z=6, size=40)
+    for case in cases:
+        case.image[:] = np.random.default_rng(3).uniform(-1000, 400, case.image.shape)
+    sampler = SliceSampler(cases, 5, (16, 16))
+    for ci, z, positive, seed in [(0, 0, False, (1, 2)), (1, 5, False, (3, 4)), (0, 2, True, (5, 6)),
+                                  (1, 3, True, (7, 8))]:
+        image, mask = sampler.crop(ci, z, positive, np.array(seed))
+        full = slice_stack(cases[ci].image, [z], 5)[0]
+        hits = [(y, x) for y in range(25) for x in range(25)
+                if np.array_equal(full[y:y + 16, x:x + 16], image)]
+        assert len(hits) == 1, (ci, z)
+        y, x = hits[0]
+        np.testing.assert_array_equal(mask[..., 0], cases[ci].mask[z, y:y + 16, x:x + 16])
+        assert image.dtype == np.float32 and image.flags.c_contiguous
+        if positive:
+            assert mask.any()

@@ -1,4 +1,7 @@
+import json
+
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -41,3 +44,44 @@ def test_apply_precision_sets_global_policy():
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _tf_config(workers, index, kind="worker", chief=False):
+    cluster = {"worker": [f"localhost:{2000 + i}" for i in range(workers)]}
+    if chief:
+        cluster["chief"] = ["localhost:1999"]
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})}
+
+
+def test_tf_config_roles():
+    assert st.num_workers({}) == 1 and st.is_chief({}) and st.task_id({}) == ("worker", 0)
+    assert st.num_workers(_tf_config(3, 0)) == 3
+    assert st.is_chief(_tf_config(3, 0)) and not st.is_chief(_tf_config(3, 2))
+    assert st.task_id(_tf_config(3, 2)) == ("worker", 2)
+    # With an explicit chief task, worker 0 is an ordinary worker.
+    assert st.num_workers(_tf_config(2, 0, chief=True)) == 3
+    assert not st.is_chief(_tf_config(2, 0, chief=True))
+    assert st.is_chief(_tf_config(2, 0, kind="chief", chief=True))
+    with pytest.raises(ConfigError, match="TF_CONFIG.*Received"):
+        st.read_tf_config({"TF_CONFIG": "{not json"})
+
+
+def test_multi_worker_strategy_when_tf_config_names_several_workers(monkeypatch):
+    made = []
+    monkeypatch.setenv("TF_CONFIG", _tf_config(2, 1)["TF_CONFIG"])
+    monkeypatch.setattr(st.tf.distribute, "MultiWorkerMirroredStrategy", lambda: made.append(1) or "mwms")
+    assert st.select_strategy() == "mwms" and made == [1]
+    monkeypatch.setenv("TF_CONFIG", _tf_config(1, 0)["TF_CONFIG"])  # one worker: nothing to mirror
+    assert st.select_strategy() is tf.distribute.get_strategy()
+
+
+def test_seeded_switches_op_determinism_on_and_back_off():
+    assert not st.op_determinism_enabled()
+    with st.seeded(3, deterministic=True):
+        assert st.op_determinism_enabled()
+        a = keras.random.uniform((3,), seed=keras.random.SeedGenerator(1)).numpy()
+    assert not st.op_determinism_enabled()
+    with st.seeded(3):
+        assert not st.op_determinism_enabled()
+        b = keras.random.uniform((3,), seed=keras.random.SeedGenerator(1)).numpy()
+    np.testing.assert_array_equal(a, b)
