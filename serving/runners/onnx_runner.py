@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serving.errors import BundleError, ConfigError
+from serving.errors import BundleError
 from serving.providers import (
     ProviderSpec,
     describe_provider,
@@ -20,6 +20,7 @@ from serving.providers import (
     with_precision_options,
 )
 from serving.runners.base_runner import Runner, TensorSpec
+from serving.runners.threads import resolve_num_threads
 
 # onnxruntime type strings -> numpy dtype names.
 _ORT_DTYPES = {
@@ -49,7 +50,11 @@ class OnnxRunner(Runner):
             `serving.providers.onnx_providers()` (CUDA only when a GPU answers,
             `KERASMED_DEVICE=cpu` forces the CPU).
         prefer_gpu: passed to `onnx_providers` when `providers` is not given.
-        intra_op_num_threads: threads inside one operator; default lets onnxruntime choose.
+        intra_op_num_threads: threads inside one operator; default `usable_cpu_count()`, the
+            CPUs this process may use (onnxruntime's own default counts the machine's physical
+            cores, whatever the process's CPU affinity). The count used is
+            `runner.intra_op_num_threads`. Operators run one after another (sequential
+            execution) with every graph optimisation enabled.
         use_tf32: let the CUDA provider run float32 convolutions and GEMMs in TF32 (Ampere+).
             Off by default so that a float32 artefact computes in float32 on every device; an
             explicit `use_tf32` in the CUDA options of `providers` takes precedence. No effect on
@@ -57,6 +62,7 @@ class OnnxRunner(Runner):
 
     Raises:
         BundleError: if the file is missing or onnxruntime cannot load it.
+        ConfigError: if `intra_op_num_threads` is not a positive integer.
 
     Example:
         >>> runner = OnnxRunner("bundle/model.onnx")
@@ -83,13 +89,14 @@ class OnnxRunner(Runner):
         options = ort.SessionOptions()
         # Warnings go to the log, not stderr; real failures still raise.
         options.log_severity_level = 3
-        if intra_op_num_threads is not None:
-            if int(intra_op_num_threads) < 1:
-                raise ConfigError(
-                    "`intra_op_num_threads` must be a positive integer. "
-                    f"Received: intra_op_num_threads={intra_op_num_threads}"
-                )
-            options.intra_op_num_threads = int(intra_op_num_threads)
+        self.intra_op_num_threads = resolve_num_threads(
+            intra_op_num_threads, "intra_op_num_threads"
+        )
+        options.intra_op_num_threads = self.intra_op_num_threads
+        # onnxruntime's defaults, made explicit: the intra-op threads already split every
+        # convolution, and running independent nodes side by side would only compete for them.
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._providers = (
             with_precision_options(providers, use_tf32)
             if providers

@@ -12,6 +12,7 @@ import numpy as np
 from serving.errors import BundleError, ConfigError
 from serving.lazy_import import lazy_import
 from serving.runners.base_runner import Runner, TensorSpec
+from serving.runners.threads import resolve_num_threads
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -50,16 +51,21 @@ class TFLiteRunner(Runner):
     Args:
         path: the `.tflite` file.
         signature: signature key to run; if the model has none, raw tensors are used.
-        num_threads: interpreter threads; default lets LiteRT choose.
+        num_threads: interpreter (XNNPACK) threads; default `usable_cpu_count()`, the CPUs this
+            process may use (LiteRT's own default is one thread). The count used is
+            `runner.num_threads`.
 
     Raises:
         DependencyError: if `ai-edge-litert` is not installed.
         BundleError: if the file is missing or cannot be loaded.
-        ConfigError: if the model has signatures but not `signature`.
+        ConfigError: if the model has signatures but not `signature`, or `num_threads` is not a
+            positive integer.
 
     Example:
         >>> runner = TFLiteRunner("bundle/model.tflite")
         >>> probs = runner.run({"image": x})["probs"]   # x: (N, H, W, 1) float32 HU
+        >>> runner.num_threads   # on a 2-core machine
+        2
     """
 
     format = "tflite"
@@ -73,10 +79,11 @@ class TFLiteRunner(Runner):
         self.path = Path(path)
         if not self.path.is_file():
             raise BundleError(f"TFLite model file must exist. Received: path={str(self.path)!r}")
+        self.num_threads = resolve_num_threads(num_threads, "num_threads")
         litert = lazy_import("ai_edge_litert.interpreter", "ai-edge-litert", "run TFLite models")
         try:
             self._interpreter = litert.Interpreter(
-                model_path=str(self.path), num_threads=num_threads
+                model_path=str(self.path), num_threads=self.num_threads
             )
         except (ValueError, RuntimeError) as err:
             raise BundleError(

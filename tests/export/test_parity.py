@@ -18,6 +18,7 @@ from export.parity import (
     VACUOUS_MESSAGE,
     Tolerances,
     _Accumulator,
+    _CaseInputs,
     _Reservoir,
     dice_agreement,
     resolve_tolerances,
@@ -84,8 +85,11 @@ def test_every_artefact_passes(result, cases):
     # The random tiny U-Net's probabilities straddle 0.5, so every case has Keras foreground.
     assert result.foreground_cases == ["case0", "case1", "case2"]
     assert result.checks == {"foreground_cases": True} and result.messages == []
-    assert re.fullmatch(r"Keras \S+ \(tensorflow backend\), (CPU \(fp32\)|GPU \(tf32 off\))",
-                        result.reference_provider), result.reference_provider
+    # The reference runs as Keras' predict does: one traced tf.function, not layer by layer.
+    assert re.fullmatch(
+        r"Keras \S+ \(tensorflow backend, tf\.function\), (CPU \(fp32\)|GPU \(tf32 off\))",
+        result.reference_provider,
+    ), result.reference_provider
     print("\n" + format_table(result))  # the measured figures, shown with `pytest -s`
 
 
@@ -172,6 +176,37 @@ def test_min_passing_max_abs_is_none_when_no_tolerance_would_pass():
     acc.add("c", reference, mask, (reference + 3e-5).astype(np.float32), 0.5)
     a = acc.finish(entry, Tolerances(), "test")
     assert a.min_passing_max_abs == a.max_abs_error == pytest.approx(3e-5, rel=1e-3)  # float32
+
+
+def test_accumulated_errors_equal_a_direct_float64_computation():
+    rng = np.random.default_rng(0)
+    reference = rng.random((2, 5, 6, 1)).astype(np.float32)
+    probs = (reference + rng.normal(0, 1e-3, reference.shape)).astype(np.float32)
+    probs_nan = probs.copy()
+    probs_nan[0, 0, 0, 0], probs_nan[1, 2, 3, 0] = np.nan, np.inf
+    entry = {"key": "onnx", "format": "onnx", "file": "model.onnx", "sha256": "0"}
+    mask = (reference[..., 0] >= 0.5).astype(np.uint8)
+    for p in (probs, probs_nan):
+        acc = _Accumulator(10, np.random.default_rng(0))
+        acc.add("c", reference.astype(np.float64), mask, p, 0.5)
+        a = acc.finish(entry, Tolerances(), "test")
+        err = np.abs(p.astype(np.float64) - reference.astype(np.float64))
+        err = err[np.isfinite(err)]
+        assert a.max_abs_error == err.max() and a.mean_abs_error == pytest.approx(err.mean())
+        assert (a.nan_count, a.inf_count) == ((0, 0) if p is probs else (1, 1))
+        expected = dice_agreement((np.nan_to_num(p[..., 0], nan=0.0) >= 0.5).astype(np.uint8),
+                                  mask, 1)
+        assert a.dice_agreement == {"c": expected}
+
+
+def test_case_inputs_are_stacked_once_and_shared_by_runners(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    onnx_runner, tflite_runner = bundle.runner("onnx"), bundle.runner("tflite")
+    volume = np.random.default_rng(0).uniform(-1000, 400, (5, 32, 32)).astype(np.float32)
+    inputs = _CaseInputs(volume, 2)
+    batches = inputs.batches(onnx_runner)
+    assert inputs.batches(tflite_runner) is batches  # the same context: built once
+    assert [b.shape for b in batches] == [(2, 32, 32, 1), (2, 32, 32, 1), (1, 32, 32, 1)]
 
 
 def _all_zero_bundle(out_dir):

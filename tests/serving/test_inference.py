@@ -3,7 +3,14 @@ import pytest
 
 from serving.errors import DataError
 from serving.image import Image
-from serving.inference import predict_image, predict_slices, probs_to_mask, slice_stack
+from serving.inference import (
+    predict_batches,
+    predict_image,
+    predict_slices,
+    probs_to_mask,
+    slice_batches,
+    slice_stack,
+)
 from serving.preprocessing import PreprocessSpec
 from serving.runners.base_runner import Runner, TensorSpec
 
@@ -33,6 +40,40 @@ def test_slice_stack_centres_and_repeats_edges():
     np.testing.assert_array_equal(stack[:, 0, 0], [[0, 0, 1], [1, 2, 3], [3, 4, 4]])
     with pytest.raises(DataError, match="odd"):
         slice_stack(volume, [0], 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_slice_stack_is_a_contiguous_channels_last_gather(dtype):
+    volume = np.random.default_rng(1).normal(size=(6, 5, 4)).astype(dtype)
+    centres = np.array([0, 3, 5])
+    index = np.clip(centres[:, None] + np.arange(5)[None, :] - 2, 0, 5)
+    stack = slice_stack(volume, centres, 5)
+    # The former definition, a gather then a transpose, bit for bit.
+    np.testing.assert_array_equal(stack, np.moveaxis(volume[index], 1, -1))
+    assert stack.dtype == dtype and stack.flags.c_contiguous
+
+
+def test_slice_batches_cover_every_slice_in_order():
+    volume = np.random.default_rng(2).normal(size=(7, 4, 4))  # float64 in, float32 out
+    batches = list(slice_batches(volume, 3, batch_size=3))
+    assert [b.shape for b in batches] == [(3, 4, 4, 3), (3, 4, 4, 3), (1, 4, 4, 3)]
+    assert all(b.dtype == np.float32 and b.flags.c_contiguous for b in batches)
+    np.testing.assert_array_equal(
+        np.concatenate(batches), slice_stack(volume.astype(np.float32), np.arange(7), 3)
+    )
+    with pytest.raises(DataError, match="batch_size=0"):
+        list(slice_batches(volume, 3, batch_size=0))
+    with pytest.raises(DataError, match=r"Received: shape=\(4, 4\)"):
+        list(slice_batches(volume[0], 3))
+
+
+def test_predict_batches_equals_predict_slices():
+    volume = np.random.default_rng(3).normal(size=(9, 8, 8)).astype(np.float32)
+    runner = CentreMinusMean(3)
+    expected = predict_slices(runner, volume, 4)
+    np.testing.assert_array_equal(predict_batches(runner, slice_batches(volume, 3, 4)), expected)
+    with pytest.raises(DataError, match="at least one batch"):
+        predict_batches(runner, [])
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])

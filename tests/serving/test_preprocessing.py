@@ -67,6 +67,40 @@ def test_resample_array_preserves_constant_and_mean():
     np.testing.assert_allclose(resample_array(a, (14, 5)), 3.5)
 
 
+def _resample_linear_reference(array, out_shape):
+    """The textbook expression `take(lo) * (1 - w) + take(hi) * w`, one axis at a time."""
+    out = np.asarray(array).astype(np.float32, copy=False)
+    for axis, (n, m) in enumerate(zip(out.shape, out_shape)):
+        if n == m:
+            continue
+        coords = np.clip((np.arange(m, dtype=np.float64) + 0.5) * (n / m) - 0.5, 0.0, n - 1)
+        lo = np.floor(coords).astype(np.intp)
+        hi = np.minimum(lo + 1, n - 1)
+        shape = [1] * out.ndim
+        shape[axis] = m
+        w = (coords - lo).astype(np.float32).reshape(shape)
+        out = np.take(out, lo, axis=axis) * (1.0 - w) + np.take(out, hi, axis=axis) * w
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape, out_shape", [((6, 50, 60), (6, 71, 45)), ((1, 4, 9, 9), (1, 4, 5, 13)), ((5,), (5,))]
+)
+def test_resample_array_linear_is_bit_identical_to_the_textbook_expression(shape, out_shape):
+    source = np.random.default_rng(0).uniform(-1000, 400, shape)  # float64: cast first
+    out = resample_array(source, out_shape)
+    assert out.dtype == np.float32 and out.shape == out_shape
+    np.testing.assert_array_equal(out, _resample_linear_reference(source, out_shape))
+    assert source.dtype == np.float64  # the input is left alone
+
+
+def test_resample_array_does_not_modify_its_input():
+    source = _smooth_volume()
+    before = source.copy()
+    resample_array(source, (6, 64, 32))
+    np.testing.assert_array_equal(source, before)
+
+
 def test_nan_input_is_rejected_with_count():
     vol = np.zeros((2, 8, 8), np.float32)
     vol[0, 0, :3] = np.nan

@@ -13,6 +13,7 @@ from serving.bundle import load_bundle
 from serving.errors import BundleError, ConfigError, DataError
 from serving.runners import TensorSpec, make_runner
 from serving.runners.onnx_runner import OnnxRunner
+from serving.runners.threads import usable_cpu_count
 from tests.helpers import assert_allclose
 
 ORT = f"onnxruntime {ort.__version__}"
@@ -107,6 +108,18 @@ def test_matches_keras_with_dynamic_shapes(bundle_dir, keras_model, shape):
     out = runner.run({"image": x})
     assert set(out) == {"probs"} and out["probs"].shape == shape
     assert_allclose(out["probs"], keras_model(x, training=False))
+
+
+def test_threads_default_to_the_usable_cpus_and_do_not_change_outputs(bundle_dir):
+    default = OnnxRunner(bundle_dir / "model.onnx", prefer_gpu=False)
+    one = OnnxRunner(bundle_dir / "model.onnx", prefer_gpu=False, intra_op_num_threads=1)
+    assert default.intra_op_num_threads == usable_cpu_count() and one.intra_op_num_threads == 1
+    options = default._session.get_session_options()
+    assert options.intra_op_num_threads == usable_cpu_count()
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    x = np.random.default_rng(6).uniform(-1100, 500, (6, 32, 32, 1)).astype(np.float32)
+    assert_allclose(default.predict(x), one.predict(x), atol=1e-6)
 
 
 def test_refuses_bad_inputs(bundle_dir):

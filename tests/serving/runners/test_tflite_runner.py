@@ -8,6 +8,7 @@ import pytest
 from serving.errors import BundleError, ConfigError
 from serving.runners import TensorSpec, make_runner
 from serving.runners.tflite_runner import TFLiteRunner
+from serving.runners.threads import usable_cpu_count
 from tests.helpers import assert_allclose
 
 
@@ -30,6 +31,31 @@ def test_matches_keras_with_dynamic_batch_and_size(bundle_dir, keras_model):
         assert_allclose(out, keras_model(x, training=False))
 
 
+def test_threads_default_to_the_usable_cpus(bundle_dir, monkeypatch):
+    import ai_edge_litert.interpreter as litert
+
+    asked = []
+
+    class Spy(litert.Interpreter):
+        def __init__(self, *args, **kwargs):
+            asked.append(kwargs.get("num_threads"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", Spy)
+    # LiteRT's own default is one thread; the runner asks for every CPU it may use.
+    assert TFLiteRunner(bundle_dir / "model.tflite").num_threads == usable_cpu_count()
+    assert TFLiteRunner(bundle_dir / "model.tflite", num_threads=2).num_threads == 2
+    assert asked == [usable_cpu_count(), 2]
+
+
+def test_thread_count_does_not_change_outputs(bundle_dir):
+    x = np.random.default_rng(5).uniform(-1100, 500, (6, 32, 32, 1)).astype(np.float32)
+    one = TFLiteRunner(bundle_dir / "model.tflite", num_threads=1).predict(x)
+    for threads in (2, None):
+        assert_allclose(TFLiteRunner(bundle_dir / "model.tflite", num_threads=threads).predict(x),
+                        one, atol=1e-6)
+
+
 def test_raw_tensor_path_without_signatures(bundle_dir, keras_model, monkeypatch):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -49,3 +75,5 @@ def test_errors(tmp_path, bundle_dir):
         TFLiteRunner(tmp_path / "junk.tflite")
     with pytest.raises(ConfigError, match=r"valid names: \['serving_default'\]"):
         TFLiteRunner(bundle_dir / "model.tflite", signature="predict")
+    with pytest.raises(ConfigError, match="Received: num_threads=0"):
+        TFLiteRunner(bundle_dir / "model.tflite", num_threads=0)
