@@ -19,16 +19,13 @@ def float32_tensorflow():
     """
     import sys
 
-    tf = sys.modules.get("tensorflow")
-    if tf is None:
+    if "tensorflow" not in sys.modules:
         yield
         return
-    previous = tf.config.experimental.tensor_float_32_execution_enabled()
-    tf.config.experimental.enable_tensor_float_32_execution(False)
-    try:
+    from export.parity import tensorflow_tf32
+
+    with tensorflow_tf32(False):
         yield
-    finally:
-        tf.config.experimental.enable_tensor_float_32_execution(previous)
 
 
 @pytest.fixture(scope="session")

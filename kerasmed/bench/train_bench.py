@@ -29,12 +29,10 @@ from tqdm.auto import tqdm
 from kerasmed.bench.flops import training_flops
 from kerasmed.bench.machine import cpu_info, describe_cpu, matmul_peak_gflops
 from kerasmed.config import Config, config_from_dict
-from kerasmed.data.augment import RandomAugment2D
 from kerasmed.data.cache import load_cache
-from kerasmed.data.pipeline import make_train_dataset
 from kerasmed.models.registry import build_model
 from kerasmed.training.strategy import resolve_precision
-from kerasmed.training.trainer import build_compiled_model, cache_for
+from kerasmed.training.trainer import build_compiled_model, cache_for, train_dataset
 from serving.errors import ConfigError
 
 
@@ -69,16 +67,6 @@ def _bench_config(config: Config, out_dir: Path, cases: int) -> Config:
         generate_dataset(out_dir / "data", num_cases=s.num_cases, seed=s.seed, shape=s.shape,
                          split_fractions=s.split_fractions, progress=False, overwrite=True)
     return bench
-
-
-def _train_dataset(config: Config, cases) -> tf.data.Dataset:
-    s, a = config.sampling, config.augmentation
-    return make_train_dataset(
-        cases, config.model.context_slices, s.patch_size, s.batch_size, s.positive_fraction,
-        RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
-                        a.intensity_shift_hu, a.intensity_scale),
-        s.shuffle_buffer, config.seed,
-    )
 
 
 def _summary(rates: list[float]) -> dict:
@@ -121,7 +109,7 @@ def run_train_bench(config: Config, out_dir: str | Path = "bench", repeats: int 
     for p in policies:
         keras.mixed_precision.set_global_policy(p)
         model = build_compiled_model(config)
-        pipeline = _train_dataset(config, train_cases)
+        pipeline = train_dataset(config, train_cases)
         x, y = next(iter(pipeline))
         if images is None:
             images, masks = x.numpy(), y.numpy()

@@ -66,6 +66,24 @@ BACKUP = "backup"
 _RESUME_IGNORES = ("name", "output_dir", "synthetic", "data.cache_dir", "training.max_minutes")
 
 
+def train_dataset(config: Config, cases, batch_size: int | None = None, **shard) -> tf.data.Dataset:
+    """The config's training pipeline over cached `cases` (sampling, augmentation, seed).
+
+    Args:
+        config: validated config.
+        cases: cached cases of the training split.
+        batch_size: examples per batch; default `sampling.batch_size`.
+        **shard: `skip`, `num_shards`, `shard_index` of `make_train_dataset`.
+    """
+    s, a = config.sampling, config.augmentation
+    augment = RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
+                              a.intensity_shift_hu, a.intensity_scale)
+    return make_train_dataset(
+        cases, config.model.context_slices, s.patch_size, batch_size or s.batch_size,
+        s.positive_fraction, augment, s.shuffle_buffer, config.seed, **shard,
+    )
+
+
 def build_compiled_model(config: Config) -> keras.Model:
     """The config's model, compiled with Dice+CE loss, Adam (cosine-decayed) and a Dice metric."""
     m = config.model
@@ -203,7 +221,7 @@ def _fit(config: Config, strategy, run_dir: Path, out: Path, state: dict | None,
     cache = cache_for(config, progress)
     train_cases, val_cases = load_cache(cache, "train"), load_cache(cache, "val")
     replicas = strategy.num_replicas_in_sync
-    s, a, t = config.sampling, config.augmentation, config.training
+    s, t = config.sampling, config.training
     context = config.model.context_slices
     global_batch = s.batch_size * replicas  # `sampling.batch_size` is per replica
     with strategy.scope():
@@ -214,14 +232,11 @@ def _fit(config: Config, strategy, run_dir: Path, out: Path, state: dict | None,
         spec = (tf.TensorSpec((None, None, None, context)), tf.TensorSpec((None, None, None, 1)))
         enable_multi_worker_fit(model, strategy, spec)
 
-    augment = RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
-                              a.intensity_shift_hu, a.intensity_scale)
     skip = int(state.get("examples", 0)) if state else 0
 
-    def train_dataset(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_train_dataset(
-            train_cases, context, s.patch_size, ctx.get_per_replica_batch_size(global_batch),
-            s.positive_fraction, augment, s.shuffle_buffer, config.seed,
+    def shard_dataset(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return train_dataset(
+            config, train_cases, ctx.get_per_replica_batch_size(global_batch),
             skip=skip, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
         )
 
@@ -262,7 +277,7 @@ def _fit(config: Config, strategy, run_dir: Path, out: Path, state: dict | None,
     start = time.monotonic()
     try:
         model.fit(
-            strategy.distribute_datasets_from_function(train_dataset),
+            strategy.distribute_datasets_from_function(shard_dataset),
             validation_data=strategy.experimental_distribute_dataset(val_ds),
             epochs=epochs,
             initial_epoch=initial_epoch,
