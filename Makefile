@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo_out
+DEMO_ARGS ?=
 
 .PHONY: demo test test-slow bench lint clean
 
@@ -23,7 +24,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/kerasmed demo --workdir $(DEMO_DIR)
+	$(BIN)/kerasmed demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

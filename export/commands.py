@@ -46,11 +46,12 @@ def _demo(args) -> int:
     from kerasmed.cli import import_tensorflow
     from kerasmed.config import load_config
 
-    load_config(args.config)
+    load_config(args.config, args.overrides)
     import_tensorflow()
     from export.demo import run_demo
 
-    return run_demo(args.workdir, args.config, profile=args.profile, progress=not args.quiet)
+    return run_demo(args.workdir, args.config, profile=args.profile, progress=not args.quiet,
+                    overrides=args.overrides)
 
 
 def register_export(sub: argparse._SubParsersAction) -> None:
@@ -93,4 +94,6 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="configs/lung_nodule_seg_2d.yaml", help="experiment config")
     p.add_argument("--profile", choices=("fast", "full", "tiny"), default="fast",
                    help="fast: a few minutes on a laptop CPU; full: the config as written; tiny: smoke test")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value after the profile, e.g. --set training.mixed_precision=float32")
     p.set_defaults(func=_demo)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from export.parity_report import format_table
 from export.run_export import compare_bundle, export_run
+from kerasmed.bench.machine import cpu_info, describe_cpu
 from kerasmed.config import load_config
 from kerasmed.data.generate import generate_dataset
 from kerasmed.evaluation.evaluate import evaluate
@@ -43,11 +44,14 @@ def _step(name: str, t0: float) -> None:
 
 
 def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast",
-             progress: bool = True) -> int:
-    """Run the whole chain; returns the exit code (1 if a parity tolerance failed)."""
+             progress: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """Run the whole chain; returns the exit code (1 if a parity tolerance failed).
+
+    `overrides` (``KEY=VALUE``) apply after the profile's, e.g. ``training.mixed_precision=float32``.
+    """
     workdir = Path(workdir)
     t0 = time.monotonic()
-    config = load_config(config_path, PROFILES[profile] + [
+    config = load_config(config_path, PROFILES[profile] + list(overrides) + [
         f"data.root={workdir / 'data'}", f"output_dir={workdir / 'runs'}", "data.cache_dir=null",
     ])
     s = config.synthetic
@@ -68,7 +72,8 @@ def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast"
     print(f"model mean Dice (val, {ev['cases']} cases): {ev['mean_dice']:.3f}   "
           f"HU-threshold baseline: {ev['baseline_mean_dice']:.3f}")
     print(demo_table(result, bundle))
-    print(f"parity: {'PASS' if result.passed else 'FAIL'}   total {time.monotonic() - t0:.0f} s")
+    print(f"parity: {'PASS' if result.passed else 'FAIL'}   total {time.monotonic() - t0:.0f} s   "
+          f"on {describe_cpu(cpu_info())}")
     print(f"report folder: {report}")
     return 0 if result.passed else 1
 
@@ -102,6 +107,7 @@ def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_sum
             "run_dir": str(run_dir),
             "bundle": str(bundle),
             "seconds": round(time.monotonic() - t0, 1),
+            "machine": cpu_info(),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (tmp / "summary.md").write_text(
@@ -109,7 +115,7 @@ def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_sum
             f"- model mean Dice on {ev['cases']} validation cases: **{ev['mean_dice']:.3f}**\n"
             f"- baseline ({ev['baseline']}): **{ev['baseline_mean_dice']:.3f}**\n"
             f"- training: {train_summary['epochs_run']} epochs, {train_summary['train_seconds']:.0f} s, "
-            f"{train_summary['dtype_policy']}\n- run: `{run_dir}`\n- bundle: `{bundle}`\n\n"
+            f"{train_summary['dtype_policy']}\n- machine: {describe_cpu(summary['machine'])}\n- run: `{run_dir}`\n- bundle: `{bundle}`\n\n"
             "## Parity against Keras\n\n" + format_table(result, markdown=True) + "\n\n"
             "![training curves](training_curves.png)\n![Dice per case](dice_per_case.png)\n"
             "![overlays](overlay_montage.png)\n![parity](parity.png)\n"

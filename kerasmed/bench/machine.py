@@ -22,7 +22,7 @@ def cpu_info() -> dict:
         `{"name", "flags", "logical_cpus", "onednn_max_isa", "machine"}`; `flags` maps each of
         `FLAGS_THAT_MATTER` to whether `/proc/cpuinfo` lists it (all False where it is unreadable).
     """
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags, family = platform.processor() or platform.machine(), set(), None
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -31,11 +31,15 @@ def cpu_info() -> dict:
         key, _, value = line.partition(":")
         if key.strip() == "model name" and value.strip():
             name = value.strip()
+        elif key.strip() == "cpu family" and value.strip():
+            family = value.strip()
         elif key.strip() == "flags":
             flags = set(value.split())
             break
     return {
         "name": name,
+        # Vendors reuse model names across generations (AMD EPYC: family 25 is Zen 3/4, 26 is Zen 5).
+        "family": family,
         "machine": platform.machine(),
         "flags": {f: f in flags for f in FLAGS_THAT_MATTER},
         "logical_cpus": os.cpu_count(),
@@ -46,10 +50,10 @@ def cpu_info() -> dict:
 
 
 def describe_cpu(info: dict) -> str:
-    """One line such as "AMD EPYC 7B13, 2 CPUs, AVX2 yes, AVX-512 no, BF16 no"."""
+    """One line such as "AMD EPYC 7B13 (family 25), 2 CPUs, AVX2 yes, AVX-512 no, BF16 no"."""
     f = info["flags"]
     parts = [
-        info["name"],
+        info["name"] + (f" (family {info['family']})" if info.get("family") else ""),
         f"{info['usable_cpus'] or info['logical_cpus']} CPUs",
         f"AVX2 {'yes' if f['avx2'] else 'no'}",
         f"AVX-512 {'yes' if f['avx512f'] else 'no'}",

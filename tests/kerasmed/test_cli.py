@@ -46,13 +46,17 @@ def _assert_one_line_error(out, *needles):
 
 def test_unknown_config_key_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(CONFIG.read_text().replace("  filters: 16", "  filterz: 16"))
+    text = CONFIG.read_text()
+    assert "  filters: " in text
+    bad.write_text(text.replace("  filters: ", "  filterz: "))
     _assert_one_line_error(run_cli("train", bad), "model.filterz", "Received")
 
 
 def test_negative_patch_size_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(CONFIG.read_text().replace("patch_size: [96, 96]", "patch_size: [-96, 96]"))
+    text = CONFIG.read_text()
+    assert "patch_size: [" in text
+    bad.write_text(text.replace("patch_size: [", "patch_size: [-96, "))
     _assert_one_line_error(run_cli("train", bad), "sampling.patch_size", "-96")
 
 
