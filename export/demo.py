@@ -31,7 +31,8 @@ PROFILES: dict[str, list[str]] = {
     "tiny": [
         "synthetic.num_cases=4", "synthetic.shape=[12,96,96]", "synthetic.split_fractions=[0.5,0.5,0.0]",
         "preprocessing.size=[null,96,96]", "sampling.patch_size=[48,48]", "sampling.batch_size=4",
-        "model.filters=4", "model.depth=2", "training.epochs=2", "training.steps_per_epoch=3",
+        "sampling.positive_fraction=0.5", "model.filters=4", "model.depth=2", "training.epochs=2",
+        "training.steps_per_epoch=3",
         "training.max_val_slices=8", "training.mixed_precision=auto",
     ],
 }

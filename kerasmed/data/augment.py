@@ -1,12 +1,13 @@
 """Random 2D augmentation that applies one random draw to an image and its mask.
 
-Stateless TF random ops with an explicit per-example seed, so a pipeline is reproducible and the
-image and mask always receive the same flip and rotation.
+Plain numpy driven by a per-example `numpy.random.Generator`, so it runs inside the pipeline's
+batched crop (one Python call per batch, not a dozen TF ops per patch) and a pipeline stays
+reproducible: the same seed gives the same flip, rotation and intensity jitter on image and mask.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import numpy as np
 
 
 class RandomAugment2D:
@@ -20,7 +21,7 @@ class RandomAugment2D:
 
     Example:
         >>> aug = RandomAugment2D()
-        >>> ds = ds.map(lambda img, msk, seed: aug(img, msk, seed))
+        >>> image, mask = aug(image, mask, np.random.default_rng(seed))
     """
 
     def __init__(self, flip=True, rot90=True, intensity_shift_hu=20.0, intensity_scale=0.05):
@@ -29,32 +30,29 @@ class RandomAugment2D:
         self.intensity_shift_hu = float(intensity_shift_hu)
         self.intensity_scale = float(intensity_scale)
 
-    def __call__(self, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor):
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
         """Augment one pair.
 
         Args:
             image: `(H, W, C)` float32 HU.
             mask: `(H, W, K)` labels; same spatial shape as `image`.
-            seed: `(2,)` int64 stateless seed.
+            rng: the example's generator (its draws decide the transform).
 
         Returns:
-            `(image, mask)` with the same geometric transform applied to both.
+            `(image, mask)`, contiguous float32, with the same geometric transform applied to both.
         """
-        image, mask = tf.convert_to_tensor(image), tf.convert_to_tensor(mask)
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
-        # One draw of all geometric parameters, then the same ops on both tensors.
-        u = tf.random.stateless_uniform([2], seed=seeds[0])
-        k = tf.random.stateless_uniform([], seed=seeds[1], minval=0, maxval=4, dtype=tf.int32)
-        jitter = tf.random.stateless_uniform([2], seed=seeds[2], minval=-1.0, maxval=1.0)
-
-        def geometric(x):
-            if self.flip:
-                x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, axis=[1]), lambda: x)
-                x = tf.cond(u[1] < 0.5, lambda: tf.reverse(x, axis=[0]), lambda: x)
-            if self.rot90:
-                x = tf.image.rot90(x, k=k)
-            return x
-
-        image, mask = geometric(image), geometric(mask)
-        image = image * (1.0 + self.intensity_scale * jitter[0]) + self.intensity_shift_hu * jitter[1]
-        return image, mask
+        # Always draw all five numbers, so turning one augmentation off leaves the others' draws.
+        flips, k, (scale, shift) = rng.random(2), int(rng.integers(4)), rng.uniform(-1.0, 1.0, 2)
+        if self.flip:
+            if flips[0] < 0.5:
+                image, mask = image[:, ::-1], mask[:, ::-1]
+            if flips[1] < 0.5:
+                image, mask = image[::-1], mask[::-1]
+        if self.rot90 and k:
+            image, mask = np.rot90(image, k, axes=(0, 1)), np.rot90(mask, k, axes=(0, 1))
+        gain = np.float32(1.0 + self.intensity_scale * scale)
+        offset = np.float32(self.intensity_shift_hu * shift)
+        # A C-ordered copy in one pass whatever the view's strides (flips and rotations are views).
+        image = np.multiply(image, gain, dtype=np.float32, order="C")
+        image += offset
+        return image, np.ascontiguousarray(mask, np.float32)

@@ -1,8 +1,9 @@
 """tf.data pipelines over the preprocessed cache: balanced 2D patch sampling and validation slices.
 
 Training: pick positive (contains foreground) and negative slices with a fixed mix and shuffle
-these cheap indices, crop a patch (centred near a random foreground pixel for positives, anywhere
-for negatives), augment image and mask with one random draw, batch and prefetch. The stream is a
+these cheap indices, batch them, then crop and augment a whole batch in one numpy call (a patch
+centred near a random foreground pixel for positives, anywhere for negatives; image and mask with
+one random draw), and prefetch. The stream is a
 deterministic function of the seed, so an interrupted run can skip what it already consumed and
 workers can shard it element by element. Validation: whole slices, fixed order.
 """
@@ -26,14 +27,17 @@ class SliceSampler:
         cases: cached cases of one split.
         context: odd number of neighbouring slices per example (channels), as the model takes.
         patch_size: `(h, w)` patch size; must fit inside the cached slices.
+        augment: applied to every patch with the patch's own generator, or None.
     """
 
-    def __init__(self, cases: list[CachedCase], context: int, patch_size):
+    def __init__(self, cases: list[CachedCase], context: int, patch_size,
+                 augment: RandomAugment2D | None = None):
         if not cases:
             raise DataError("No cached cases to sample from. Received: 0 cases")
         self.cases = cases
         self.context = int(context)
         self.patch = tuple(int(p) for p in patch_size)
+        self.augment = augment
         h, w = cases[0].image.shape[1:]
         if self.patch[0] > h or self.patch[1] > w:
             raise ConfigError(
@@ -76,7 +80,15 @@ class SliceSampler:
             np.moveaxis(case.image[zs, y0 : y0 + ph, x0 : x0 + pw], 0, -1), dtype=np.float32
         )
         mask = np.asarray(case.mask[z, y0 : y0 + ph, x0 : x0 + pw, None], dtype=np.float32)
+        if self.augment is not None:
+            image, mask = self.augment(image, mask, rng)
         return image, mask
+
+    def crop_batch(self, case_index, slice_index, positive, seeds):
+        """`crop` for a batch of `(B,)` indices and `(B, 2)` seeds, stacked: `(B, ph, pw, context)`
+        and `(B, ph, pw, 1)`. Each patch depends only on its own inputs, as with `crop`."""
+        pairs = [self.crop(c, z, p, s) for c, z, p, s in zip(case_index, slice_index, positive, seeds)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     def _foreground(self, case_index: int, slice_index: int) -> np.ndarray:
         """`(n, 2)` foreground pixel coordinates of one slice, computed once per slice."""
@@ -200,7 +212,7 @@ def make_train_dataset(
             f"[0, num_shards). Received: skip={skip}, batch_size={batch_size}, "
             f"num_shards={num_shards}, shard_index={shard_index}"
         )
-    sampler = SliceSampler(cases, context, patch_size)
+    sampler = SliceSampler(cases, context, patch_size, augment)
     ds = sample_index_stream(sampler, positive_fraction, shuffle_buffer, seed)
     if skip:
         ds = ds.skip(skip)
@@ -208,23 +220,22 @@ def make_train_dataset(
         ds = ds.shard(num_shards, shard_index)
     ph, pw = sampler.patch
 
-    def load(element, seed_pair):
-        case_index, slice_index, positive = element
-        # A pure function of its inputs (the seed is explicit), so declared stateless: under op
-        # determinism tf.data may then still run it in parallel, and order is kept by
-        # `deterministic=True`.
+    def load(elements, seed_pairs):
+        case_index, slice_index, positive = elements
+        # One numpy call per batch: per-patch TF ops cost more CPU than the crop itself on a
+        # 2-core machine where the pipeline shares the cores with training. A pure function of its
+        # inputs (explicit seeds), so declared stateless: under op determinism tf.data may still
+        # run it in parallel, and order is kept by `deterministic=True`.
         image, mask = tf.numpy_function(
-            sampler.crop, [case_index, slice_index, positive, seed_pair], [tf.float32, tf.float32],
-            stateful=False,
+            sampler.crop_batch, [case_index, slice_index, positive, seed_pairs],
+            [tf.float32, tf.float32], stateful=False,
         )
-        image.set_shape((ph, pw, sampler.context))
-        mask.set_shape((ph, pw, 1))
-        if augment is not None:
-            image, mask = augment(image, mask, seed_pair)
+        image.set_shape((batch_size, ph, pw, sampler.context))
+        mask.set_shape((batch_size, ph, pw, 1))
         return image, mask
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     # Sharding is done above, element by element; tf.distribute must not shard again.

@@ -14,13 +14,17 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.y
 
 
 def test_tiny_demo_end_to_end_passes_parity(tmp_path, capsys):
+    # `--set` applies after the profile's own overrides (the tiny profile says 3 steps per epoch).
     code = main(["--quiet", "demo", "--workdir", str(tmp_path), "--config", str(CONFIG),
-                 "--profile", "tiny"])
+                 "--profile", "tiny", "--set", "training.steps_per_epoch=4"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "parity: PASS" in out and "report folder:" in out
 
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    run = tmp_path / "runs" / "lung_nodule_seg_2d"
+    assert "steps_per_epoch: 4" in (run / "config.yaml").read_text()
+    assert summary["machine"]["name"] and set(summary["machine"]["flags"]) >= {"avx2", "avx512f"}
     for key in ("saved_model", "tflite", "onnx"):
         art = summary["parity"]["artefacts"][key]
         assert art["passed"], art
@@ -37,7 +41,6 @@ def test_tiny_demo_end_to_end_passes_parity(tmp_path, capsys):
           f"{len(summary['parity']['cases'])}")
     assert foreground >= summary["parity"]["min_foreground_cases"] == 1
 
-    run = tmp_path / "runs" / "lung_nodule_seg_2d"
     for rel in ("model.keras", "checkpoints/best.keras", "training_log.csv", "config.yaml",
                 "eval/metrics.csv", "eval/summary.json", "eval/overlay_montage.png",
                 "eval/dice_per_case.png", "eval/training_curves.png",
