@@ -31,8 +31,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-test-slow: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m slow
+test-slow: $(VENV)/.installed-dev  # the whole suite, slow tests included
+	$(BIN)/python -m pytest -m "not gpu"
 
 # Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png}
 bench: $(VENV)/.installed-bench
