@@ -235,7 +235,7 @@ def make_train_dataset(
         return image, mask
 
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=1, deterministic=True).prefetch(2)
     options = tf.data.Options()
     options.deterministic = True
     # Sharding is done above, element by element; tf.distribute must not shard again.

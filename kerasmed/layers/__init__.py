@@ -1,3 +1,4 @@
+from kerasmed.layers.fused_batch_norm import FusedBatchNormalization
 from kerasmed.layers.hu_window import HUWindow
 
-__all__ = ["HUWindow"]
+__all__ = ["FusedBatchNormalization", "HUWindow"]

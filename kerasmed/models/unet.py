@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from kerasmed.layers.fused_batch_norm import FusedBatchNormalization
 from kerasmed.layers.hu_window import HUWindow
 from serving.errors import ConfigError
 
@@ -12,7 +13,7 @@ NORMALIZATIONS = ("batch", "group", "none")
 
 def _norm(x, normalization: str, name: str):
     if normalization == "batch":
-        return keras.layers.BatchNormalization(name=name)(x)
+        return FusedBatchNormalization(name=name)(x)
     if normalization == "group":
         return keras.layers.GroupNormalization(groups=min(8, x.shape[-1]), name=name)(x)
     return x
