@@ -7,6 +7,8 @@ reproducible: the same seed gives the same flip, rotation and intensity jitter o
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -30,6 +32,28 @@ class RandomAugment2D:
         self.intensity_shift_hu = float(intensity_shift_hu)
         self.intensity_scale = float(intensity_scale)
 
+    def draw(self, rng: np.random.Generator) -> "Draw":
+        """One random transform. All five numbers are always drawn, so turning one augmentation
+        off leaves the others' draws unchanged."""
+        flips, k, (scale, shift) = rng.random(2), int(rng.integers(4)), rng.uniform(-1.0, 1.0, 2)
+        return Draw(
+            flip_x=self.flip and flips[0] < 0.5,
+            flip_y=self.flip and flips[1] < 0.5,
+            quarter_turns=k if self.rot90 else 0,
+            gain=np.float32(1.0 + self.intensity_scale * scale),
+            offset=np.float32(self.intensity_shift_hu * shift),
+        )
+
+    @staticmethod
+    def geometry(x: np.ndarray, draw: "Draw", axes=(0, 1)) -> np.ndarray:
+        """`x` flipped and rotated on its two spatial `axes` (rows, columns) as `draw` says; a view."""
+        rows, cols = axes
+        if draw.flip_x:
+            x = np.flip(x, cols)
+        if draw.flip_y:
+            x = np.flip(x, rows)
+        return np.rot90(x, draw.quarter_turns, axes=axes) if draw.quarter_turns else x
+
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
         """Augment one pair.
 
@@ -41,18 +65,19 @@ class RandomAugment2D:
         Returns:
             `(image, mask)`, contiguous float32, with the same geometric transform applied to both.
         """
-        # Always draw all five numbers, so turning one augmentation off leaves the others' draws.
-        flips, k, (scale, shift) = rng.random(2), int(rng.integers(4)), rng.uniform(-1.0, 1.0, 2)
-        if self.flip:
-            if flips[0] < 0.5:
-                image, mask = image[:, ::-1], mask[:, ::-1]
-            if flips[1] < 0.5:
-                image, mask = image[::-1], mask[::-1]
-        if self.rot90 and k:
-            image, mask = np.rot90(image, k, axes=(0, 1)), np.rot90(mask, k, axes=(0, 1))
-        gain = np.float32(1.0 + self.intensity_scale * scale)
-        offset = np.float32(self.intensity_shift_hu * shift)
+        draw = self.draw(rng)
+        image, mask = self.geometry(image, draw), self.geometry(mask, draw)
         # A C-ordered copy in one pass whatever the view's strides (flips and rotations are views).
-        image = np.multiply(image, gain, dtype=np.float32, order="C")
-        image += offset
+        image = np.multiply(image, draw.gain, dtype=np.float32, order="C")
+        image += draw.offset
         return image, np.ascontiguousarray(mask, np.float32)
+
+
+class Draw(NamedTuple):
+    """One random transform of `RandomAugment2D`."""
+
+    flip_x: bool
+    flip_y: bool
+    quarter_turns: int
+    gain: np.float32
+    offset: np.float32
