@@ -36,7 +36,7 @@ test-slow: $(VENV)/.installed-dev  # the whole suite, slow tests included
 
 # Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png}
 bench: $(VENV)/.installed-bench
-	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench
+	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench --repeats 9 --window 30
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check kerasmed export serving tests
