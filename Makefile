@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo_out
 DEMO_ARGS ?=
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench bench-seeds lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-slow: $(VENV)/.installed-dev  # the whole suite, slow tests included
 # Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png}
 bench: $(VENV)/.installed-bench
 	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench --repeats 9 --window 30
+
+# Validation Dice of the fast profile's budget over three seeds (float32; about 6 minutes on 2 cores).
+bench-seeds: $(VENV)/.installed
+	$(BIN)/kerasmed bench-seeds configs/lung_nodule_seg_2d.yaml --set training.epochs=18 --seeds 0 1 2 --output bench/seeds
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check kerasmed export serving tests

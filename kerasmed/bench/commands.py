@@ -45,3 +45,32 @@ def register_bench_train(sub: argparse._SubParsersAction) -> None:
                    help="synthetic cases to generate when the config's dataset is absent (default: 8)")
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the PyTorch peer")
     p.set_defaults(func=_bench_train)
+
+
+def _bench_seeds(args) -> int:
+    from kerasmed.cli import import_tensorflow
+    from kerasmed.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    import_tensorflow()
+    from kerasmed.bench.seeds import run_seed_bench, seeds_markdown
+
+    result = run_seed_bench(config, args.seeds, args.output, split=args.split, progress=not args.quiet)
+    print(seeds_markdown(result))
+    print(f"written: {args.output}/seeds.json, seeds.md, seeds.png ({result['seconds']:.0f} s)")
+    return 0
+
+
+def register_bench_seeds(sub: argparse._SubParsersAction) -> None:
+    from kerasmed.cli import add_config_arguments
+
+    p = sub.add_parser(
+        "bench-seeds", help="validation Dice of one config over several seeds",
+        description="Train and evaluate the config once per seed in one process and report per-seed "
+        "whole-case Dice, mean, min and max. Writes OUTPUT/seeds.json, seeds.md and seeds.png.",
+    )
+    add_config_arguments(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--split", choices=("train", "val", "test"), help="split to evaluate (default: the config's)")
+    p.add_argument("--output", default="bench/seeds", help="output folder (default: bench/seeds)")
+    p.set_defaults(func=_bench_seeds)
