@@ -95,5 +95,6 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=("fast", "full", "tiny"), default="fast",
                    help="fast: a few minutes on a laptop CPU; full: the config as written; tiny: smoke test")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value after the profile, e.g. --set training.mixed_precision=float32")
+                   help="override a config value after the profile, "
+                   "e.g. --set training.mixed_precision=float32")
     p.set_defaults(func=_demo)

@@ -1,4 +1,5 @@
-"""`kerasmed bench-train`, contributed to the CLI through the `kerasmed.commands` entry points."""
+"""`kerasmed bench-train` and `bench-seeds`, contributed to the CLI through the `kerasmed.commands`
+entry points."""
 
 from __future__ import annotations
 
@@ -26,18 +27,24 @@ def _bench_train(args) -> int:
     return 0
 
 
-def register_bench_train(sub: argparse._SubParsersAction) -> None:
+def _parser(sub: argparse._SubParsersAction, name: str, output: str, **texts) -> argparse.ArgumentParser:
+    """A bench subcommand taking CONFIG, `--set` and `--output` (default `output`)."""
     from kerasmed.cli import add_config_arguments
 
-    p = sub.add_parser(
-        "bench-train", help="training throughput: tf.data vs in-memory ceiling vs PyTorch",
+    p = sub.add_parser(name, **texts)
+    add_config_arguments(p)
+    p.add_argument("--output", default=output, help=f"output folder (default: {output})")
+    return p
+
+
+def register_bench_train(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "bench-train", "bench", help="training throughput: tf.data vs in-memory ceiling vs PyTorch",
         description="Time training of the config's model through the real tf.data pipeline, from "
         "constant in-memory tensors (the ceiling) and as the same U-Net in plain PyTorch, in "
         "interleaved windows; report median/min/max patches/s, GFLOP/s against a measured matmul "
         "peak, and the CPU. Writes OUTPUT/train.json, train.md and train.png.",
     )
-    add_config_arguments(p)
-    p.add_argument("--output", default="bench", help="output folder (default: bench)")
     p.add_argument("--repeats", type=int, default=5, help="timed windows per variant (default: 5)")
     p.add_argument("--window", type=int, default=15, help="timed steps per window (default: 15)")
     p.add_argument("--warmup", type=int, default=4, help="untimed steps before each window (default: 4)")
@@ -62,15 +69,12 @@ def _bench_seeds(args) -> int:
 
 
 def register_bench_seeds(sub: argparse._SubParsersAction) -> None:
-    from kerasmed.cli import add_config_arguments
-
-    p = sub.add_parser(
-        "bench-seeds", help="validation Dice of one config over several seeds",
+    p = _parser(
+        sub, "bench-seeds", "bench/seeds", help="validation Dice of one config over several seeds",
         description="Train and evaluate the config once per seed in one process and report per-seed "
         "whole-case Dice, mean, min and max. Writes OUTPUT/seeds.json, seeds.md and seeds.png.",
     )
-    add_config_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    p.add_argument("--split", choices=("train", "val", "test"), help="split to evaluate (default: the config's)")
-    p.add_argument("--output", default="bench/seeds", help="output folder (default: bench/seeds)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="split to evaluate (default: the config's)")
     p.set_defaults(func=_bench_seeds)

@@ -51,8 +51,9 @@ def run_seed_bench(config: Config, seeds, out_dir: str | Path = "bench/seeds", s
         run_config = config_from_dict(raw, f"seed {seed}")
         summary = train(run_config, progress=progress)
         ev = evaluate(run_config.run_dir(), split=split, progress=progress)
-        rows.append({"seed": seed, "mean_dice": ev["mean_dice"], "baseline_mean_dice": ev["baseline_mean_dice"],
-                     "cases": ev["cases"], "best_epoch": summary["best_epoch"],
+        rows.append({"seed": seed, "mean_dice": ev["mean_dice"],
+                     "baseline_mean_dice": ev["baseline_mean_dice"], "cases": ev["cases"],
+                     "best_epoch": summary["best_epoch"],
                      "train_seconds": summary["train_seconds"], "dtype_policy": summary["dtype_policy"]})
         keras.backend.clear_session()
     dice = [r["mean_dice"] for r in rows]
@@ -72,9 +73,11 @@ def run_seed_bench(config: Config, seeds, out_dir: str | Path = "bench/seeds", s
 def seeds_markdown(result: dict) -> str:
     lines = [f"Validation Dice by seed, `{result['config']}` ({result['split']} split), "
              f"on {result['cpu_line']}.", "",
-             "| seed | mean Dice | baseline | cases | best epoch | train s | dtype |", "|---|---|---|---|---|---|---|"]
+             "| seed | mean Dice | baseline | cases | best epoch | train s | dtype |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['seed']} | {r['mean_dice']:.3f} | {r['baseline_mean_dice']:.3f} | {r['cases']} | "
-              f"{r['best_epoch']} | {r['train_seconds']:.0f} | {r['dtype_policy']} |" for r in result["seeds"]]
+              f"{r['best_epoch']} | {r['train_seconds']:.0f} | {r['dtype_policy']} |"
+              for r in result["seeds"]]
     lines += ["", f"- over {len(result['seeds'])} seeds: mean **{result['mean']:.3f}**, "
               f"min **{result['min']:.3f}**, max {result['max']:.3f}, stdev {result['stdev']:.3f}", ""]
     return "\n".join(lines)

@@ -32,7 +32,7 @@ class RandomAugment2D:
         self.intensity_shift_hu = float(intensity_shift_hu)
         self.intensity_scale = float(intensity_scale)
 
-    def draw(self, rng: np.random.Generator) -> "Draw":
+    def draw(self, rng: np.random.Generator) -> Draw:
         """One random transform. All five numbers are always drawn, so turning one augmentation
         off leaves the others' draws unchanged."""
         flips, k, (scale, shift) = rng.random(2), int(rng.integers(4)), rng.uniform(-1.0, 1.0, 2)
@@ -45,7 +45,7 @@ class RandomAugment2D:
         )
 
     @staticmethod
-    def geometry(x: np.ndarray, draw: "Draw", axes=(0, 1)) -> np.ndarray:
+    def geometry(x: np.ndarray, draw: Draw, axes=(0, 1)) -> np.ndarray:
         """`x` flipped and rotated on its two spatial `axes` (rows, columns) as `draw` says; a view."""
         rows, cols = axes
         if draw.flip_x:

@@ -72,9 +72,9 @@ class SliceSampler:
         images = np.empty((n, ph, pw, self.context), np.float32)
         masks = np.empty((n, ph, pw, 1), np.float32)
         gains, offsets = np.ones(n, np.float32), np.zeros(n, np.float32)
-        for i, (ci, z, positive, seed) in enumerate(zip(case_index, slice_index, positive, seeds)):
+        for i, (ci, z, pos, seed) in enumerate(zip(case_index, slice_index, positive, seeds)):
             rng = np.random.default_rng(np.asarray(seed, dtype=np.uint64))
-            image, mask = self._window(int(ci), int(z), bool(positive), rng)
+            image, mask = self._window(int(ci), int(z), bool(pos), rng)
             if self.augment is not None:
                 draw = self.augment.draw(rng)
                 image = self.augment.geometry(image, draw, axes=(1, 2))

@@ -1,10 +1,10 @@
 """FusedBatchNormalization trains like keras.layers.BatchNormalization and infers identically."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from kerasmed.layers import FusedBatchNormalization
 
 
