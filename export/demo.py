@@ -68,13 +68,14 @@ def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast"
     bundle = export_run(run_dir)
     _step("checking parity on the validation cases", t0)
     result, parity_dir = compare_bundle(bundle, progress=progress)
-    report = _write_report(workdir / "report", run_dir, bundle, ev, train_summary, result, t0)
+    machine = cpu_info()
+    report = _write_report(workdir / "report", run_dir, bundle, ev, train_summary, result, t0, machine)
     print()
     print(f"model mean Dice (val, {ev['cases']} cases): {ev['mean_dice']:.3f}   "
           f"HU-threshold baseline: {ev['baseline_mean_dice']:.3f}")
     print(demo_table(result, bundle))
     print(f"parity: {'PASS' if result.passed else 'FAIL'}   total {time.monotonic() - t0:.0f} s   "
-          f"on {describe_cpu(cpu_info())}")
+          f"on {describe_cpu(machine)}")
     print(f"report folder: {report}")
     return 0 if result.passed else 1
 
@@ -96,7 +97,7 @@ def demo_table(result, bundle: Path) -> str:
 
 
 def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_summary: dict,
-                  result, t0: float) -> Path:
+                  result, t0: float, machine: dict) -> Path:
     with atomic_dir(folder) as tmp:
         for rel in REPORT_FILES:
             if (run_dir / rel).is_file():
@@ -108,7 +109,7 @@ def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_sum
             "run_dir": str(run_dir),
             "bundle": str(bundle),
             "seconds": round(time.monotonic() - t0, 1),
-            "machine": cpu_info(),
+            "machine": machine,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (tmp / "summary.md").write_text(

@@ -33,6 +33,16 @@ def _fit(model, callbacks, epochs, initial_epoch=0):
                      validation_data=(X, Y), callbacks=callbacks, verbose=0)
 
 
+def _killed_half_way(partial: bytes):
+    """A stand-in for `save`/`save_weights` that writes `partial` and is killed (KeyboardInterrupt)."""
+    def save(filepath, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(partial)
+        raise KeyboardInterrupt
+
+    return save
+
+
 def test_keep_epochs_before_keeps_bytes_and_drops_later_and_cut_rows(tmp_path):
     log = tmp_path / "log.csv"
     log.write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n3,1.")  # killed while writing epoch 3
@@ -60,12 +70,7 @@ def test_checkpoint_is_replaced_atomically_and_keeps_a_better_best(tmp_path):
     before, best = path.read_bytes(), checkpoint.get_state()["best"]
 
     # A save killed half-way leaves the previous checkpoint whole.
-    def dying_save(filepath, **kwargs):
-        with open(filepath, "wb") as f:
-            f.write(b"half a zip")
-        raise KeyboardInterrupt
-
-    model.save = dying_save
+    model.save = _killed_half_way(b"half a zip")
     with pytest.raises(KeyboardInterrupt):
         checkpoint.on_epoch_end(2, {"val_loss": best / 2})
     assert path.read_bytes() == before
@@ -94,12 +99,7 @@ def test_backup_commits_atomically_and_restores_weights_optimizer_and_state(tmp_
     weights, iterations = model.get_weights(), int(model.optimizer.iterations.numpy())
 
     # Killed while writing epoch 3's weights: epoch 2 is still the committed backup.
-    def dying_save_weights(filepath, **kwargs):
-        with open(filepath, "wb") as f:
-            f.write(b"half an h5")
-        raise KeyboardInterrupt
-
-    model.save_weights = dying_save_weights
+    model.save_weights = _killed_half_way(b"half an h5")
     with pytest.raises(KeyboardInterrupt):
         _fit(model, [backup], epochs=3, initial_epoch=2)
     assert read_backup(tmp_path / "backup")["epoch"] == 2
