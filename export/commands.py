@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasmed.cli import positive_int
+
 EXIT_PARITY_FAILED = 1
 
 
@@ -38,6 +40,9 @@ def _compare(args) -> int:
         formats=args.formats, max_cases=args.max_cases, progress=not args.quiet,
     )
     print(format_table(result))
+    if result.narrower:
+        print(f"narrower check ({', '.join(result.narrower)}): the bundle's recorded certificate "
+              "was left unchanged")
     print(f"parity: {'PASS' if result.passed else 'FAIL'}  report: {report}")
     return 0 if result.passed else EXIT_PARITY_FAILED
 
@@ -77,9 +82,11 @@ def register_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle folder written by `kerasmed export`")
     p.add_argument("--data", help="dataset folder (default: the one recorded in the bundle)")
     p.add_argument("--split", choices=("train", "val", "test"), help="default: the bundle's validation split")
-    p.add_argument("--output", help="report folder (default: BUNDLE/parity)")
+    p.add_argument("--output", help="report folder (default: BUNDLE/parity, or BUNDLE/parity_narrower "
+                   "for a check of fewer artefacts or cases)")
     p.add_argument("--formats", nargs="+", metavar="ARTEFACT", help="artefacts to check (default: all)")
-    p.add_argument("--max-cases", type=int, help="check only the first N cases")
+    p.add_argument("--max-cases", type=positive_int, metavar="N",
+                   help="check only the first N cases (a narrower check: the recorded certificate is kept)")
     p.set_defaults(func=_compare)
 
 

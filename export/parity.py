@@ -174,6 +174,23 @@ class ParityResult:
     min_foreground_cases: int = 1
     reference_provider: str = ""
     use_tf32: bool = False
+    # What a full check would cover, set by `export.run_export.compare_bundle`: `split`,
+    # `split_cases` (cases in the split) and `bundle_artefacts` (every artefact but the reference).
+    scope: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def narrower(self) -> list[str]:
+        """How this check is narrower than a full one (empty when full or when `scope` is unset),
+        e.g. `["1 of 3 artefacts", "2 of 10 val cases"]`."""
+        out = []
+        every = self.scope.get("bundle_artefacts")
+        if every is not None and set(every) - set(self.artefacts):
+            out.append(f"{len(self.artefacts)} of {len(every)} artefacts")
+        total = self.scope.get("split_cases")
+        if total is not None and len(self.cases) < total:
+            split = self.scope.get("split")
+            out.append(f"{len(self.cases)} of {total} {split + ' ' if split else ''}cases")
+        return out
 
     @property
     def checks(self) -> dict[str, bool]:
@@ -236,6 +253,8 @@ class ParityResult:
             "failures": self.failures,
             "messages": self.messages,
             "artefacts": {k: a.to_dict() for k, a in self.artefacts.items()},
+            "scope": self.scope,
+            "narrower": self.narrower,
         }
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from export.parity import ParityResult
-from serving.bundle import MANIFEST_NAME, Bundle, verify_artefacts
+from serving.bundle import MANIFEST_NAME, Bundle, validate_manifest, verify_artefacts
 from serving.errors import BundleError
 
 REPORT_DIR = "parity"
@@ -122,6 +122,8 @@ def render_markdown(result: ParityResult) -> str:
         f"- {foreground_line(result)}",
         f"- TF32 on GPUs: {'allowed' if result.use_tf32 else 'off'}",
         f"- date: {result.created}",
+        *([f"- scope: narrower than a full check ({', '.join(result.narrower)}); the bundle's "
+           "recorded certificate was left unchanged"] if result.narrower else []),
         "",
         *(
             ["## Why it fails", "", *(f"- {m}" for m in result.messages), ""]
@@ -190,8 +192,8 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
     root = Path(bundle_path)
     manifest_path = root / MANIFEST_NAME
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        manifest = validate_manifest(json.loads(manifest_path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BundleError(
             f"{MANIFEST_NAME} must be readable JSON. Received: {str(manifest_path)!r}: {err}"
         ) from err
@@ -218,6 +220,7 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
         "foreground_cases": len(result.foreground_cases),
         "min_foreground_cases": result.min_foreground_cases,
         "providers": {k: a.provider for k, a in result.artefacts.items()},
+        "scope": {"artefacts": sorted(result.artefacts), **result.scope},
         "date": result.created,
     }
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))

@@ -14,7 +14,7 @@ from export.parity_report import write_parity_report
 from kerasmed.data.manifest import read_manifest, split_cases
 from kerasmed.run import load_run, read_json
 from serving.bundle import load_bundle
-from serving.errors import DataError
+from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.io import read_image
 
@@ -78,6 +78,12 @@ def validation_cases(
         yield row.case_id, read_image(row.image_path)
 
 
+def _check_max_cases(max_cases: int | None) -> None:
+    if max_cases is not None and (isinstance(max_cases, bool) or not isinstance(max_cases, int)
+                                  or max_cases < 1):
+        raise ConfigError(f"`max_cases` must be an integer >= 1 or None. Received: {max_cases!r}")
+
+
 def compare_bundle(
     bundle_dir: str | Path,
     data_root: str | Path | None = None,
@@ -94,9 +100,18 @@ def compare_bundle(
 
     `tolerances`, `min_foreground_cases` and `use_tf32` are those of `export.parity.run_parity`.
 
+    A check of fewer artefacts (`formats`) or fewer cases (`max_cases`) than the bundle and split
+    hold is narrower than the certificate `kerasmed export` + `compare` record: it writes its own
+    report (default `<bundle>/parity_narrower`), states its scope there, and leaves the
+    manifest's recorded verdict untouched. Only a full check records a verdict.
+
     Returns:
         `(result, report_folder)`; the report folder defaults to `<bundle>/parity`.
+
+    Raises:
+        ConfigError: if `max_cases` is not a positive integer.
     """
+    _check_max_cases(max_cases)
     bundle = load_bundle(bundle_dir)
     extra = bundle.manifest.get("extra") or {}
     root = data_root or extra.get("data_root")
@@ -104,11 +119,19 @@ def compare_bundle(
         raise DataError(
             f"Bundle {bundle_dir} does not record its validation data; pass --data. Received: none"
         )
-    cases = list(validation_cases(root, extra.get("manifest", "manifest.csv"),
-                                  split or extra.get("validation_split", "val"), max_cases))
+    manifest, split = extra.get("manifest", "manifest.csv"), split or extra.get("validation_split", "val")
+    cases = list(validation_cases(root, manifest, split, max_cases))
     result = run_parity(
         bundle, cases, tolerances=tolerances, formats=formats, progress=progress,
         min_foreground_cases=min_foreground_cases, use_tf32=use_tf32,
     )
-    report = write_parity_report(result, Path(out_dir) if out_dir else bundle.path / "parity", bundle)
+    result.scope = {
+        "split": split,
+        "split_cases": len(split_cases(read_manifest(root, manifest), split)),
+        "bundle_artefacts": [k for k in bundle.artefact_keys if k != result.reference],
+    }
+    full = not result.narrower
+    default = bundle.path / ("parity" if full else "parity_narrower")
+    report = write_parity_report(result, Path(out_dir) if out_dir else default, bundle,
+                                 update_manifest=full)
     return result, report

@@ -157,8 +157,27 @@ def register_builtin(sub) -> None:
     p.set_defaults(func=_evaluate)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2, like every
+    other user error of the CLI (argparse prints the whole usage first); subcommands inherit it."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1. Received: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kerasmed",
         description="Train medical-imaging models in Keras, export them to SavedModel, TFLite and "
         "ONNX, and prove each export gives the same answers.",

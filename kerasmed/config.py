@@ -1,7 +1,8 @@
 """Experiment configuration: a validated YAML file.
 
-Every section forbids unknown keys, so a typo fails loudly instead of being silently ignored. Errors
-name the key path, the expected form and the received value, e.g.::
+Every section forbids unknown keys, so a typo fails loudly instead of being silently ignored, and
+every float must be finite (YAML `.nan` and `.inf` are refused). Errors name the key path, the
+expected form and the received value, e.g.::
 
     config key `sampling.patch_size` must have 2 entries, each greater than 0.
     Received: sampling.patch_size=[-96, 96]
@@ -21,7 +22,10 @@ from serving.preprocessing import PreprocessSpec
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No float in an experiment has a use for NaN or +-inf (YAML `.nan`, `.inf`): a NaN pad value
+    # or HU window trains and predicts NaN without an error, and `gt=0` lets `.inf` through.
+    # One setting for every float field of every section, tuple entries included.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):

@@ -7,8 +7,12 @@ A bundle is a folder written by `export.bundle_writer.write_bundle`:
                          artefacts (format, precision, file, sha256, converter), versions, parity
       model.keras  saved_model/  model.tflite  model.onnx  ...
 
-Loading verifies every artefact and refuses the bundle on any missing file or hash mismatch, so a
-device never runs a model other than the one that passed parity.
+Loading checks `manifest.json` against its schema (`validate_manifest`), then refuses the bundle on
+any artefact path that reaches outside the folder, any missing file or any hash mismatch, so a
+device never runs a model other than the one that passed parity. An artefact `file` must be a
+relative POSIX path that resolves, symlinks followed, inside the bundle folder; a directory
+artefact (SavedModel) may hold no symlink that leaves the bundle or points at a folder. Every path
+is checked before any file is opened or hashed.
 
 Example:
     >>> bundle = load_bundle("runs/lung/bundle")
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from serving.errors import BundleError, ConfigError
@@ -31,6 +37,7 @@ from serving.runners.registry import get_runner_class, make_runner, runner_names
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -71,54 +78,226 @@ def artefact_sha256(path: str | os.PathLike) -> str:
     raise BundleError(f"Artefact must exist to be hashed. Received: path={str(path)!r}")
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    """`repr(value)` cut to `limit` characters, so that an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _require(ok: bool, field: str, rule: str, value: Any) -> None:
+    """Raise the schema error "`field` in manifest.json must be <rule>. Received: <value>"."""
+    if not ok:
+        raise BundleError(f"`{field}` in {MANIFEST_NAME} must be {rule}. Received: {_short(value)}")
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def artefact_key(entry: dict[str, Any]) -> str:
+    """The key an artefact is known by: its `key`, else its `format`."""
+    return entry.get("key", entry.get("format"))
+
+
+def _check_relative(key: str, field: str, name: str) -> None:
+    """Refuse, without touching the disk, an artefact path that is not a plain relative path."""
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if (
+        not name
+        or "\0" in name
+        or posix.is_absolute()
+        or windows.drive
+        or windows.root
+        or ".." in posix.parts
+        or ".." in windows.parts
+    ):
+        raise BundleError(
+            f"Artefact `{key}` (`{field}`) must be a relative POSIX path inside the bundle folder "
+            f"(not empty, not absolute, no `..`, no NUL byte). Received: {name!r}"
+        )
+
+
+def _check_artefact(entry: Any, field: str) -> str:
+    """Check one `artefacts[i]` entry against the schema and return its key."""
+    _require(isinstance(entry, dict), field, "an object", entry)
+    fmt = entry.get("format")
+    _require(_is_str(fmt), f"{field}.format", "a non-empty string", fmt)
+    for name in ("key", "precision", "converter"):
+        if name in entry:
+            _require(_is_str(entry[name]), f"{field}.{name}", "a non-empty string", entry[name])
+    _require(isinstance(entry.get("file"), str), f"{field}.file", "a string", entry.get("file"))
+    sha = entry.get("sha256")
+    ok = isinstance(sha, str) and _SHA256.fullmatch(sha) is not None
+    _require(ok, f"{field}.sha256", "64 lowercase hex digits", sha)
+    key = artefact_key(entry)
+    _check_relative(key, f"{field}.file", entry["file"])
+    return key
+
+
+def validate_manifest(manifest: Any) -> dict[str, Any]:
+    """Check a parsed `manifest.json` against the bundle schema before anything uses it.
+
+    The schema (what `export.bundle_writer.write_bundle` writes; other entries pass unchecked):
+    a JSON object with `task` (non-empty string), `input` (object) and `artefacts`, a non-empty
+    list of objects with `format` and `file` (strings), `sha256` (64 lowercase hex digits) and
+    optionally `key`, `precision` and `converter` (non-empty strings); keys (`key`, else
+    `format`) are unique and every `file` is a relative path without `..`. Optional
+    `class_names` is a list of strings, `postprocessing` an object whose `threshold`, if any, is
+    a finite number in [0, 1], and `parity` an object.
+
+    Args:
+        manifest: the value `json.loads` returned.
+
+    Returns:
+        `manifest`, unchanged.
+
+    Raises:
+        BundleError: naming the first field that breaks the schema and what it holds.
+    """
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST_NAME} must hold a JSON object. Received: {_short(manifest)}")
+    _require(_is_str(manifest.get("task")), "task", "a non-empty string", manifest.get("task"))
+    _require(isinstance(manifest.get("input"), dict), "input", "an object", manifest.get("input"))
+    artefacts = manifest.get("artefacts")
+    ok = isinstance(artefacts, list) and len(artefacts) > 0
+    _require(ok, "artefacts", "a non-empty list of objects", artefacts)
+    seen: set[str] = set()
+    for i, entry in enumerate(artefacts):
+        key = _check_artefact(entry, f"artefacts[{i}]")
+        rule = "unique across artefacts (an entry without `key` is known by its `format`)"
+        _require(key not in seen, f"artefacts[{i}].key", rule, key)
+        seen.add(key)
+    if "class_names" in manifest:
+        names = manifest["class_names"]
+        ok = isinstance(names, list) and all(isinstance(n, str) for n in names)
+        _require(ok, "class_names", "a list of strings", names)
+    if "postprocessing" in manifest:
+        post = manifest["postprocessing"]
+        _require(isinstance(post, dict), "postprocessing", "an object", post)
+        if "threshold" in post:
+            t = post["threshold"]
+            ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+            _require(ok and 0.0 <= t <= 1.0, "postprocessing.threshold", "a number in [0, 1]", t)
+    if "parity" in manifest:
+        _require(isinstance(manifest["parity"], dict), "parity", "an object", manifest["parity"])
+    return manifest
+
+
+def _real_root(root: Path) -> Path:
+    """The bundle folder with every symlink resolved."""
+    try:
+        return root.resolve(strict=True)
+    except (OSError, RuntimeError) as err:
+        raise BundleError(f"A bundle must be a folder. Received: path={str(root)!r}: {err}") from err
+
+
+def _inside(root_real: Path, path: Path, what: str) -> Path:
+    """`path` resolved (symlinks followed, must exist), refused unless strictly inside `root_real`.
+
+    Only `lstat`/`readlink` happen here: nothing is opened.
+    """
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError as err:
+        raise BundleError(
+            f"{what} is listed in {MANIFEST_NAME} but its file is missing. "
+            f"Received: {str(path)!r} does not exist"
+        ) from err
+    except (OSError, RuntimeError) as err:  # a symlink loop is RuntimeError before Python 3.13
+        raise BundleError(
+            f"{what} must resolve to a file inside the bundle folder. Received: {str(path)!r}: {err}"
+        ) from err
+    if root_real not in real.parents:
+        raise BundleError(
+            f"{what} must resolve inside the bundle folder {str(root_real)!r}. "
+            f"Received: {str(path)!r} -> {str(real)!r}"
+        )
+    return real
+
+
+def _contained_artefact(root: Path, root_real: Path, entry: dict[str, Any]) -> Path:
+    """The resolved path of one artefact, refused unless it and everything in it stay inside.
+
+    A directory artefact may hold symlinks to files inside the bundle (they are hashed by
+    content), but no symlink that leaves the bundle or points at a folder: `sha256_tree` does not
+    descend into linked folders, so their files would be run without being verified.
+    """
+    key = artefact_key(entry)
+    real = _inside(root_real, root / entry["file"], f"Artefact `{key}` ({entry['file']})")
+    if real.is_dir():
+        for dirpath, dirnames, filenames in os.walk(real):  # does not follow linked folders
+            for name in dirnames + filenames:
+                link = Path(dirpath, name)
+                if not link.is_symlink():
+                    continue
+                rel = link.relative_to(real).as_posix()
+                what = f"Artefact `{key}` ({entry['file']}/{rel})"
+                if _inside(root_real, link, what).is_dir():
+                    raise BundleError(
+                        f"{what} must not be a symlink to a folder, whose files the sha256 would "
+                        f"not cover. Received: {str(link)!r} -> {str(link.resolve())!r}"
+                    )
+    return real
+
+
 def _read_manifest(root: Path) -> dict[str, Any]:
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(
             f"A bundle must hold {MANIFEST_NAME}. Received: path={str(root)!r} without it"
         )
+    _inside(_real_root(root), manifest_path, MANIFEST_NAME)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BundleError(
             f"{MANIFEST_NAME} must be readable JSON. Received: {str(manifest_path)!r}: {err}"
         ) from err
-    missing = [k for k in ("task", "input", "artefacts") if k not in manifest]
-    if not isinstance(manifest, dict) or missing or not isinstance(manifest["artefacts"], list):
-        raise BundleError(
-            f"{MANIFEST_NAME} must be an object with `task`, `input` and an `artefacts` list. "
-            f"Received: {str(manifest_path)!r} missing {missing or 'a valid artefacts list'}"
-        )
-    return manifest
+    return validate_manifest(manifest)
 
 
-def verify_artefacts(root: Path, artefacts: list[dict[str, Any]]) -> None:
-    """Check every artefact exists and matches its recorded sha256.
+def verify_artefacts(root: Path, artefacts: list[dict[str, Any]]) -> list[Path]:
+    """Check every artefact stays inside `root`, exists and matches its recorded sha256.
+
+    Every entry is checked against the schema and every path for containment first, so a bundle
+    with one escaping path is refused before any artefact file is opened or hashed.
+
+    Args:
+        root: the bundle folder.
+        artefacts: manifest artefact entries (all of them, or the ones to be run).
+
+    Returns:
+        The resolved path of each artefact, in order.
 
     Raises:
-        BundleError: naming the first artefact that is missing or does not match.
+        BundleError: naming the first artefact that is malformed, reaches outside the bundle, is
+            missing or does not match.
     """
-    for entry in artefacts:
-        key = entry.get("key", entry.get("format"))
-        name, expected = entry.get("file"), entry.get("sha256")
-        if not name or not expected:
+    if not isinstance(artefacts, list):
+        raise BundleError(
+            f"`artefacts` in {MANIFEST_NAME} must be a list of objects. Received: "
+            f"{_short(artefacts)}"
+        )
+    for i, entry in enumerate(artefacts):
+        _check_artefact(entry, f"artefacts[{i}]")
+    root = Path(root)
+    root_real = _real_root(root)
+    paths = [_contained_artefact(root, root_real, entry) for entry in artefacts]
+    for entry, path in zip(artefacts, paths):
+        try:
+            actual = artefact_sha256(path)
+        except OSError as err:
             raise BundleError(
-                f"Every artefact entry must record `file` and `sha256`. Received: artefact "
-                f"`{key}` = {entry}"
-            )
-        path = root / name
-        if not path.exists():
+                f"Artefact `{artefact_key(entry)}` ({entry['file']}) must be readable. "
+                f"Received: {type(err).__name__}: {err}"
+            ) from err
+        if actual != entry["sha256"]:
             raise BundleError(
-                f"Artefact `{key}` is listed in {MANIFEST_NAME} but its file is missing. "
-                f"Received: {str(path)!r} does not exist"
+                f"Artefact `{artefact_key(entry)}` ({entry['file']}) does not match its recorded "
+                f"sha256; the bundle was modified after export and is refused. "
+                f"Received: sha256={actual}, manifest sha256={entry['sha256']}"
             )
-        actual = artefact_sha256(path)
-        if actual != expected:
-            raise BundleError(
-                f"Artefact `{key}` ({name}) does not match its recorded sha256; the bundle was "
-                f"modified after export and is refused. Received: sha256={actual}, "
-                f"manifest sha256={expected}"
-            )
+    return paths
 
 
 class Bundle:
@@ -175,7 +354,7 @@ class Bundle:
 
     @property
     def artefact_keys(self) -> list[str]:
-        return [a.get("key", a["format"]) for a in self.artefacts]
+        return [artefact_key(a) for a in self.artefacts]
 
     def artefact(self, key: str) -> dict[str, Any]:
         """The artefact entry whose `key` is `key`, else the first whose `format` is `key`.
@@ -198,7 +377,14 @@ class Bundle:
         return self.path / self.artefact(key)["file"]
 
     def runner(self, key: str, *, use_tf32: bool = False, **options) -> Runner:
-        """Build the runner for one artefact.
+        """Build the runner for one artefact, re-verified just before the runtime opens it.
+
+        `load_bundle` verified the artefact once, but its file may have been swapped since. So
+        this checks it again (path inside the bundle, sha256 of the bytes on disk) immediately
+        before constructing the runner, and refuses a file that no longer matches. Re-hashing
+        rather than handing the runtime verified bytes keeps one rule for every format,
+        SavedModel folders and `.keras` files included; what remains is the moment between this
+        hash and the runtime's own open, which only a writer racing that call could use.
 
         Args:
             key: an artefact key ("onnx", "tflite", "saved_model", "keras", "tflite_fp16", ...)
@@ -212,9 +398,11 @@ class Bundle:
         Raises:
             ConfigError: for an unknown artefact, or the "keras" runner when `kerasmed` has not
                 been imported (serving never imports it).
+            BundleError: if the artefact was not verified by `load_bundle`, or now reaches
+                outside the bundle, is missing or no longer matches its sha256.
         """
         entry = self.artefact(key)
-        if entry.get("key", entry["format"]) not in self.verified:
+        if artefact_key(entry) not in self.verified:
             raise BundleError(
                 f"Artefact `{key}` was not verified when the bundle was loaded; load it with "
                 f"load_bundle(path, artefacts=[...{key!r}]). Received: verified={sorted(self.verified)}"
@@ -228,6 +416,7 @@ class Bundle:
             )
         if get_runner_class(fmt).accepts_use_tf32:
             options["use_tf32"] = use_tf32
+        verify_artefacts(self.path, [entry])
         return make_runner(fmt, self.path / entry["file"], **options)
 
     def __repr__(self) -> str:
@@ -246,8 +435,10 @@ def load_bundle(path: str | os.PathLike, artefacts: list[str] | None = None) -> 
         The verified `Bundle`.
 
     Raises:
-        BundleError: if the folder or manifest is missing or malformed, or any artefact is missing
-            or does not match its recorded sha256 (the message names the artefact).
+        BundleError: if the folder or manifest is missing or breaks the schema
+            (`validate_manifest`), or any artefact path reaches outside the folder, or any
+            artefact is missing or does not match its recorded sha256 (the message names the
+            field or artefact). Paths are all checked before any artefact is opened.
     """
     root = Path(path)
     if not root.is_dir():
@@ -255,7 +446,7 @@ def load_bundle(path: str | os.PathLike, artefacts: list[str] | None = None) -> 
     manifest = _read_manifest(root)
     entries = manifest["artefacts"]
     if artefacts is not None:
-        known = {e.get("key", e.get("format")): e for e in entries}
+        known = {artefact_key(e): e for e in entries}
         unknown = sorted(set(artefacts) - set(known))
         if unknown:
             raise BundleError(
@@ -263,4 +454,4 @@ def load_bundle(path: str | os.PathLike, artefacts: list[str] | None = None) -> 
             )
         entries = [known[k] for k in artefacts]
     verify_artefacts(root, entries)
-    return Bundle(root, manifest, {e.get("key", e.get("format")) for e in entries})
+    return Bundle(root, manifest, {artefact_key(e) for e in entries})

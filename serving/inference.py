@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from serving.array_checks import as_real_array
 from serving.errors import DataError
 from serving.image import Image
 from serving.preprocessing import PreprocessRecord, PreprocessSpec, invert, preprocess
@@ -56,9 +57,11 @@ def slice_batches(volume: np.ndarray, context: int, batch_size: int = 8) -> Iter
         `(n, H, W, context)` C-contiguous float32 arrays, `n <= batch_size`, in slice order.
 
     Raises:
-        DataError: if `volume` is not 3D or `batch_size` is not positive.
+        DataError: if `volume` is not an array of real numbers (complex, string or object
+            arrays are refused, not cast), not 3D, or `batch_size` is not positive. NaN and
+            +-inf are left to the runner, which refuses every batch holding one.
     """
-    volume = np.asarray(volume, dtype=np.float32)
+    volume = as_real_array(volume, "`volume`").astype(np.float32, copy=False)
     if volume.ndim != 3:
         raise DataError(f"`volume` must be (Z, H, W). Received: shape={volume.shape}")
     if int(batch_size) < 1:
@@ -106,7 +109,12 @@ def predict_slices(runner: Runner, volume: np.ndarray, batch_size: int = 8) -> n
 
     Returns:
         `(Z, H, W, C)` float32 probabilities.
+
+    Raises:
+        DataError: if `volume` is not a 3D array of real numbers, or holds NaN or +-inf (the
+            runner refuses the batch, naming its input and counting them).
     """
+    volume = as_real_array(volume, "`volume`")
     if volume.ndim != 3:
         raise DataError(f"`volume` must be (Z, H, W). Received: shape={volume.shape}")
     return predict_batches(runner, slice_batches(volume, input_context(runner), batch_size))
@@ -117,9 +125,20 @@ def predict_image(
 ) -> tuple[np.ndarray, np.ndarray, PreprocessRecord]:
     """Preprocess `image`, run every slice, and map the probabilities back to the source grid.
 
+    Args:
+        runner: any Runner following the model contract.
+        image: the source image, array `(Z, H, W)` of raw intensities (HU for CT).
+        spec: the preprocessing spec (from the config or the bundle manifest).
+        batch_size: slices per runner call.
+
     Returns:
         `(probs_source, probs_preprocessed, record)`: `probs_source` is `image.shape + (C,)`,
         `probs_preprocessed` is `record.output_shape + (C,)`.
+
+    Raises:
+        DataError: if `image.array` is not real numbers (e.g. complex) or holds NaN or +-inf,
+            naming `image` and counting them; `preprocess` checks the source array before it
+            resamples anything, and the runner checks every batch again.
     """
     volume, record = preprocess(image, spec)
     probs = predict_slices(runner, volume, batch_size)

@@ -24,10 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from serving.array_checks import finite_real_array
 from serving.errors import ConfigError, DataError
 from serving.image import Image
 
 _ORDERS = ("linear", "nearest")
+
+
+def _is_finite_number(value) -> bool:
+    """Whether `value` is a real number other than NaN and +-inf."""
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +48,10 @@ class PreprocessSpec:
         size: output length per array axis after centre crop/pad; `None` keeps the resampled
             length.
         pad_value: value used where padding is needed (-1024 HU is air).
+
+    Raises:
+        ConfigError: if the entries do not pair up, a spacing or size is not positive, or
+            `pad_value` is not a finite number.
     """
 
     target_spacing: tuple[float | None, ...]
@@ -59,6 +72,11 @@ class PreprocessSpec:
             )
         if any(s is not None and s <= 0 for s in size):
             raise ConfigError(f"`size` entries must be positive or null. Received: size={self.size}")
+        # A NaN pad value would reach the model wherever a case is padded.
+        if not _is_finite_number(self.pad_value):
+            raise ConfigError(
+                f"`pad_value` must be a finite number. Received: pad_value={self.pad_value!r}"
+            )
         object.__setattr__(self, "target_spacing", spacing)
         object.__setattr__(self, "size", size)
 
@@ -189,13 +207,13 @@ def preprocess(
         `record` lets `invert` map model output back to `image`'s grid.
 
     Raises:
-        DataError: if the image holds NaN or Inf, or its rank does not match the spec.
+        DataError: if the image array is not real numbers (e.g. complex) or holds NaN or +-inf
+            (counted in the message), or its rank does not match the spec.
     """
     record = plan(image.shape, image.spacing, spec)
-    if order == "linear" and not np.all(np.isfinite(image.array)):
-        bad = int(np.size(image.array) - np.count_nonzero(np.isfinite(image.array)))
-        raise DataError(f"Image values must be finite. Received: {bad} NaN/Inf voxels")
-    resampled = resample_array(image.array, record.resampled_shape, order)
+    # Before resampling, which would smear one NaN over its neighbours.
+    array = finite_real_array(image.array, "`image`")
+    resampled = resample_array(array, record.resampled_shape, order)
     fill = spec.pad_value if order == "linear" else 0
     return _crop_or_pad(resampled, record.crop_start, record.output_shape, fill), record
 

@@ -1,5 +1,7 @@
 """Shared test helpers."""
 
+import re
+
 import numpy as np
 
 
@@ -10,6 +12,47 @@ def assert_allclose(actual, desired, atol=1e-5, rtol=0.0, err_msg=""):
     """
     np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), atol=atol, rtol=rtol,
                                err_msg=err_msg)
+
+
+# Inputs every entry point must refuse rather than compute NaN from or cast: see
+# `serving.array_checks`. "none" is None itself; "object" is an array of None.
+BAD_INPUTS = ("nan", "+inf", "-inf", "complex", "string", "none", "object")
+
+
+def bad_input(case: str, shape: tuple[int, ...]):
+    """A value of `shape` (zeros, float32, unless the case changes that) to be refused.
+
+    Args:
+        case: one of `BAD_INPUTS`. "nan" and "+inf" put one bad value in the middle voxel, "-inf"
+            two (so the count is checked, not only its presence).
+        shape: the array's shape.
+
+    Returns:
+        `(value, received)`: `received` is a regex of the rule and what the error must say was
+        received, after the array's name (e.g. "Input `image` ").
+    """
+    x = np.zeros(shape, np.float32)
+    middle = tuple(n // 2 for n in shape)
+    in_a = re.escape(f" values in a {shape} float32 array")
+    if case == "nan":
+        x[middle] = np.nan
+        return x, r"must be finite\. Received: 1 NaN and 0 inf" + in_a
+    if case == "+inf":
+        x[middle] = np.inf
+        return x, r"must be finite\. Received: 0 NaN and 1 inf" + in_a
+    if case == "-inf":
+        x.flat[[0, -1]] = -np.inf
+        return x, r"must be finite\. Received: 0 NaN and 2 inf" + in_a
+    real = r"must be an array of real numbers \(bool, int, uint or float\)\. Received: "
+    if case == "complex":
+        return x.astype(np.complex64), real + "dtype=complex64"
+    if case == "string":
+        return np.full(shape, "1.5"), real + "dtype=<U3"
+    if case == "none":
+        return None, real + r"None \(dtype=object\)"
+    if case == "object":
+        return np.full(shape, None, dtype=object), real + "dtype=object"
+    raise ValueError(f"`case` must be one of {BAD_INPUTS}. Received: {case!r}")
 
 
 # Tiny model, synthetic CT and a shared bundle for the export/serving tests. Keras and `export`

@@ -1,5 +1,8 @@
 """Name -> image reader, and `read_image`, which picks the reader from the path.
 
+`read_image` is the validated entry point: it refuses an image whose voxels are not finite real
+numbers, for every format at once. The reader functions themselves return what the file holds.
+
 Adding a format means one reader function and one line in `READERS` (plus its suffixes in
 `SUFFIXES`). Readers import their third-party library on first call, so this module is cheap.
 """
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.array_checks import finite_real_array
 from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.io.dicom import read_dicom_series
@@ -102,7 +106,9 @@ def read_image(path: str | os.PathLike, format: str | None = None, **kwargs) -> 
         The `Image` the reader returns.
 
     Raises:
-        DataError: if the format cannot be determined or the file cannot be read.
+        DataError: if the format cannot be determined, the file cannot be read, or its voxels
+            are not real numbers or hold NaN or +-inf (the message names the file and counts
+            them).
         ConfigError: if `format` names no reader.
     """
     if format is None:
@@ -111,4 +117,8 @@ def read_image(path: str | os.PathLike, format: str | None = None, **kwargs) -> 
         raise ConfigError(
             f"Unknown image format; valid formats: {reader_names()}. Received: format={format!r}"
         )
-    return READERS[format](path, **kwargs)
+    image = READERS[format](path, **kwargs)
+    # Checked here, once for every reader, so that a NaN voxel fails at read time (the training
+    # cache, evaluation, export) naming its file, instead of training or predicting NaN.
+    finite_real_array(image.array, f"Image `{path}`")
+    return image

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from serving.array_checks import as_real_array, require_finite
 from serving.errors import DataError
 
 
@@ -22,6 +23,41 @@ class TensorSpec:
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+
+
+def _checked_input(value, spec: TensorSpec) -> np.ndarray:
+    """One input validated against its spec and cast to the spec's dtype.
+
+    Every runner's `run` goes through here, so no runtime ever sees NaN or infinity: a model
+    would not fail on them, it would spread them over most of its output.
+
+    Args:
+        value: the caller's array for input `spec.name`.
+        spec: the model's spec of that input.
+
+    Returns:
+        `value` as an array of `spec.dtype` (bool and integer inputs are cast, like floats).
+
+    Raises:
+        DataError: if `value` is not an array of real numbers, does not fit `spec.shape`, or
+            holds non-finite values before or after the cast (e.g. float64 1e39 overflows
+            float32).
+    """
+    what = f"Input `{spec.name}`"
+    array = as_real_array(value, what)
+    if array.ndim != len(spec.shape) or any(
+        d is not None and d != v for d, v in zip(spec.shape, array.shape)
+    ):
+        raise DataError(
+            f"{what} must have shape {spec.shape} (None = any). Received: shape={array.shape}"
+        )
+    require_finite(array, what)
+    # An overflow becomes infinity, which the check below reports with the cast dtype.
+    with np.errstate(over="ignore"):
+        cast = np.asarray(array, dtype=spec.dtype)
+    if cast.dtype != array.dtype:
+        require_finite(cast, f"{what} cast to {cast.dtype}")
+    return cast
 
 
 class Runner(abc.ABC):
@@ -76,26 +112,16 @@ class Runner(abc.ABC):
             One array per output name, e.g. `{"probs": (N, H, W, 1) float32}`.
 
         Raises:
-            DataError: on a missing or unknown input name, or a rank/channel mismatch.
+            DataError: on a missing or unknown input name, a rank/channel mismatch, an input
+                that is not an array of real numbers (complex, string, object or None), or one
+                holding NaN or +-inf (counted in the message).
         """
         specs = {s.name: s for s in self.input_specs}
         if set(inputs) != set(specs):
             raise DataError(
                 f"{self.format} runner expects inputs {sorted(specs)}. Received: {sorted(inputs)}"
             )
-        checked = {}
-        for name, value in inputs.items():
-            spec = specs[name]
-            value = np.asarray(value, dtype=spec.dtype)
-            if value.ndim != len(spec.shape) or any(
-                d is not None and d != v for d, v in zip(spec.shape, value.shape)
-            ):
-                raise DataError(
-                    f"Input `{name}` must have shape {spec.shape} (None = any). "
-                    f"Received: shape={value.shape}"
-                )
-            checked[name] = value
-        return self._run(checked)
+        return self._run({name: _checked_input(value, specs[name]) for name, value in inputs.items()})
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Single-input, single-output convenience: `run({input: x})[output]`."""

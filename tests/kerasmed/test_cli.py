@@ -80,3 +80,22 @@ def test_train_help_documents_workers_and_resume():
 
 def test_zero_workers_is_one_line_exit_2():
     _assert_one_line_error(run_cli("train", CONFIG, "--workers", "0"), "--workers", "Received")
+
+
+@pytest.mark.parametrize("how", ["file", "--set"])
+def test_nan_pad_value_is_one_line_exit_2(tmp_path, how):
+    # A NaN pad value used to train and predict all-NaN without an error.
+    if how == "--set":
+        out = run_cli("train", CONFIG, "--set", "preprocessing.pad_value=.nan")
+    else:
+        bad = tmp_path / "bad.yaml"
+        text = CONFIG.read_text()
+        assert "  pad_value: " in text
+        bad.write_text("\n".join(
+            "  pad_value: .nan" if line.startswith("  pad_value: ") else line
+            for line in text.splitlines()
+        ))
+        out = run_cli("train", bad)
+    _assert_one_line_error(
+        out, "preprocessing.pad_value", "finite", "Received: preprocessing.pad_value=nan"
+    )

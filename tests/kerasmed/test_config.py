@@ -54,3 +54,34 @@ def test_deterministic_is_off_by_default_and_in_the_shipped_config():
     assert load_config(CONFIG, ["training.deterministic=true"]).training.deterministic is True
     with pytest.raises(ConfigError, match="training.deterministic"):
         config_from_dict({"training": {"deterministic": "sometimes"}})
+
+
+# YAML spellings of NaN and infinity, where the key is and what the error says was received.
+NON_FINITE = [
+    ("preprocessing", "pad_value", ".nan", "preprocessing.pad_value", "nan"),
+    ("model", "hu_window", "[.nan, 400]", "model.hu_window.0", "nan"),
+    ("training", "learning_rate", ".inf", "training.learning_rate", "inf"),
+    ("preprocessing", "target_spacing", "[null, -.inf, 1.5]", "preprocessing.target_spacing.1", "-inf"),
+    ("augmentation", "intensity_shift_hu", ".inf", "augmentation.intensity_shift_hu", "inf"),
+    ("evaluation", "threshold", ".nan", "evaluation.threshold", "nan"),
+]
+
+
+def _refused(key: str, received: str):
+    return pytest.raises(
+        ConfigError, match=rf"config key `{key}`: .*finite.*Received: {key}={received}$"
+    )
+
+
+@pytest.mark.parametrize("section, field, value, key, received", NON_FINITE)
+def test_non_finite_floats_are_refused_in_a_yaml_file(tmp_path, section, field, value, key, received):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {field}: {value}\n")
+    with _refused(key, received):
+        load_config(path)
+
+
+@pytest.mark.parametrize("section, field, value, key, received", NON_FINITE)
+def test_non_finite_floats_are_refused_in_overrides(section, field, value, key, received):
+    with _refused(key, received):
+        load_config(CONFIG, [f"{section}.{field}={value}"])

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from kerasmed.keras_runner import KerasRunner
-from serving.errors import BundleError
+from serving.errors import BundleError, DataError
 from serving.runners import TensorSpec, make_runner
-from tests.helpers import assert_allclose, tiny_unet
+from tests.helpers import assert_allclose, bad_input, tiny_unet
 
 
 def test_file_and_memory_runners_agree(tmp_path):
@@ -21,6 +21,16 @@ def test_file_and_memory_runners_agree(tmp_path):
     assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (2, 16, 24, 1)
     assert_allclose(out, in_memory.predict(x))
     assert "Keras" in in_memory.provider
+
+
+@pytest.mark.parametrize("case", ["nan", "+inf", "string"])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_refuses_non_finite_and_non_real_inputs(case, compiled):
+    # KerasRunner inherits `Runner.run`, so the reference is held to the same input check.
+    runner = KerasRunner(tiny_unet(), compiled=compiled)
+    x, received = bad_input(case, (1, 16, 16, 1))
+    with pytest.raises(DataError, match="^Input `image` " + received + "$"):
+        runner.predict(x)
 
 
 def test_missing_file(tmp_path):

@@ -13,6 +13,7 @@ from serving.inference import (
 )
 from serving.preprocessing import PreprocessSpec
 from serving.runners.base_runner import Runner, TensorSpec
+from tests.helpers import BAD_INPUTS, bad_input
 
 
 class CentreMinusMean(Runner):
@@ -92,6 +93,39 @@ def test_predict_image_returns_source_geometry():
     assert probs_pre.shape == (4, 16, 16, 1) and probs_src.shape == (4, 30, 20, 1)
     np.testing.assert_allclose(probs_src, 0.5, atol=1e-6)  # flat image -> sigmoid(0)
     assert probs_to_mask(probs_src).dtype == np.uint8
+
+
+class MustNotRun(CentreMinusMean):
+    """A stand-in model that fails the test if any input reaches it."""
+
+    def _run(self, inputs):
+        raise AssertionError("the runner was called on an input that must be refused")
+
+
+# An Image cannot hold None itself (its array must be 2D or 3D); "object" is an array of None.
+@pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c != "none"])
+def test_predict_image_refuses_a_non_finite_or_non_real_image(case):
+    array, received = bad_input(case, (4, 30, 20))
+    image = Image(array, spacing=(2.5, 1.0, 1.0))
+    with pytest.raises(DataError, match="^`image` " + received + "$"):
+        predict_image(MustNotRun(3), image, PreprocessSpec((None, 2.0, 2.0), (None, 16, 16)))
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_predict_slices_refuses_bad_volumes(case):
+    volume, received = bad_input(case, (3, 8, 8))
+    if case in ("nan", "+inf", "-inf"):
+        # A preprocessed volume never went through `preprocess`'s check: the runner refuses the
+        # first batch holding one, so the error names the input and counts what that batch holds.
+        with pytest.raises(
+            DataError,
+            match=r"^Input `image` must be finite\. Received: [01] NaN and [01] inf values in a "
+            r"\(1, 8, 8, 1\) float32 array$",
+        ):
+            predict_slices(CentreMinusMean(1), volume, batch_size=1)
+    else:
+        with pytest.raises(DataError, match="^`volume` " + received + "$"):
+            predict_slices(MustNotRun(1), volume, batch_size=1)
 
 
 def test_probs_to_mask_threshold_and_argmax():

@@ -101,11 +101,24 @@ def test_resample_array_does_not_modify_its_input():
     np.testing.assert_array_equal(source, before)
 
 
-def test_nan_input_is_rejected_with_count():
+@pytest.mark.parametrize("order", ["linear", "nearest"])
+def test_nan_input_is_rejected_with_count(order):
     vol = np.zeros((2, 8, 8), np.float32)
     vol[0, 0, :3] = np.nan
-    with pytest.raises(DataError, match="3 NaN/Inf"):
-        preprocess(Image(vol, (1, 1, 1)), PreprocessSpec((None, 1, 1), (None, 8, 8)))
+    vol[1, 1, 1] = -np.inf
+    with pytest.raises(
+        DataError,
+        match=r"^`image` must be finite\. Received: 3 NaN and 1 inf values in a \(2, 8, 8\) "
+        r"float32 array$",
+    ):
+        preprocess(Image(vol, (1, 1, 1)), PreprocessSpec((None, 1, 1), (None, 8, 8)), order)
+
+
+@pytest.mark.parametrize("pad_value", [float("nan"), float("inf"), -np.inf, "air", None])
+def test_non_finite_pad_value_is_refused(pad_value):
+    # NaN padding reached the model wherever a case was padded, and it trained all-NaN.
+    with pytest.raises(ConfigError, match=r"`pad_value` must be a finite number\. Received: pad_value="):
+        PreprocessSpec((None, 1.0, 1.0), (None, 8, 8), pad_value)
 
 
 def test_bad_spec_and_rank_mismatch_name_the_argument():

@@ -41,6 +41,22 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path):
     assert not list((tmp_path / "cache").glob(".*tmp*"))  # no half-built cache left behind
 
 
+def test_a_nan_voxel_fails_the_cache_build_naming_the_file(tmp_path):
+    manifest = _dataset(tmp_path)
+    image = Image(np.full((4, 20, 20), -800.0, np.float32), spacing=(2.5, 1.0, 1.0))
+    image.array[2, 10, 10] = np.nan
+    write_nifti(image, tmp_path / "c1.nii.gz")
+    spec = PreprocessSpec((None, 2.0, 2.0), (None, 16, 16))
+    with pytest.raises(
+        DataError,
+        match=r"^Image `.*c1\.nii\.gz` must be finite\. Received: 1 NaN and 0 inf values in a "
+        r"\(4, 20, 20\) float32 array$",
+    ):
+        build_cache(manifest, spec, tmp_path / "cache", progress=False)
+    # Nothing half-built is left to be mistaken for a cache.
+    assert not any((tmp_path / "cache").glob("*/index.csv"))
+
+
 def test_manifest_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="Data folder not found"):
         read_manifest(tmp_path / "missing")

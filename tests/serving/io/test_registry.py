@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import warnings
@@ -54,6 +55,38 @@ def test_npy_reader_refuses_bad_arrays(tmp_path):
     (tmp_path / "cut.npy").write_bytes((tmp_path / "vec.npy").read_bytes()[:70])
     with pytest.raises(DataError, match=r"cut\.npy"):
         read_npy(tmp_path / "cut.npy")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".nii", ".nii.gz"])
+@pytest.mark.parametrize("bad, received", [(np.nan, "1 NaN and 0 inf"), (-np.inf, "0 NaN and 1 inf")])
+def test_non_finite_voxels_are_refused_naming_the_file(tmp_path, suffix, bad, received):
+    # One check in `read_image` for every reader: the cache, evaluation and export read through it.
+    image = _image()
+    image.array[2, 3, 4] = bad
+    path = tmp_path / f"ct{suffix}"
+    if suffix == ".npy":
+        np.save(path, image.array)
+    else:
+        write_nifti(image, path)
+    with pytest.raises(
+        DataError,
+        match=rf"^Image `{re.escape(str(path))}` must be finite\. Received: {received} values in a "
+        r"\(4, 5, 6\) float32 array$",
+    ):
+        read_image(path)
+
+
+def test_complex_nifti_is_refused_not_cast(tmp_path):
+    import nibabel as nib
+
+    path = tmp_path / "complex.nii"
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5), np.complex64), np.eye(4)), path)
+    with pytest.raises(
+        DataError,
+        match=rf"^Image `{re.escape(str(path))}` must be an array of real numbers .*"
+        r"Received: dtype=complex64$",
+    ):
+        read_image(path)
 
 
 def test_unknown_suffix_lists_valid_formats(tmp_path):

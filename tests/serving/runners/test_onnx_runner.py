@@ -14,7 +14,7 @@ from serving.errors import BundleError, ConfigError, DataError
 from serving.runners import TensorSpec, make_runner
 from serving.runners.onnx_runner import OnnxRunner
 from serving.runners.threads import usable_cpu_count
-from tests.helpers import assert_allclose
+from tests.helpers import BAD_INPUTS, assert_allclose, bad_input
 
 ORT = f"onnxruntime {ort.__version__}"
 _REAL_SESSION = ort.InferenceSession
@@ -128,6 +128,36 @@ def test_refuses_bad_inputs(bundle_dir):
         runner.run({"x": np.zeros((1, 16, 16, 1), np.float32)})
     with pytest.raises(DataError, match=r"Received: shape=\(1, 16, 16, 3\)"):
         runner.predict(np.zeros((1, 16, 16, 3), np.float32))
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_refuses_non_finite_and_non_real_inputs(bundle_dir, case):
+    # Before this check one NaN voxel came back as NaN in most of the probabilities, silently.
+    runner = OnnxRunner(bundle_dir / "model.onnx", prefer_gpu=False)
+    x, received = bad_input(case, (2, 16, 16, 1))
+    with pytest.raises(DataError, match="^Input `image` " + received + "$"):
+        runner.run({"image": x})
+    with pytest.raises(DataError, match="^Input `image` " + received + "$"):
+        runner.predict(x)
+
+
+def test_float64_overflowing_float32_is_refused_after_the_cast(bundle_dir):
+    runner = OnnxRunner(bundle_dir / "model.onnx", prefer_gpu=False)
+    x = np.zeros((1, 16, 16, 1))
+    x[0, 3, 3, 0] = 1e39  # finite in float64, +inf in float32
+    with pytest.raises(
+        DataError,
+        match=r"Input `image` cast to float32 must be finite\. Received: 0 NaN and 1 inf values "
+        r"in a \(1, 16, 16, 1\) float32 array",
+    ):
+        runner.predict(x)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.bool_, np.float64])
+def test_bool_integer_and_float64_inputs_are_cast_to_the_input_dtype(bundle_dir, dtype):
+    runner = OnnxRunner(bundle_dir / "model.onnx", prefer_gpu=False)
+    x = np.random.default_rng(7).integers(-1, 2, (2, 16, 16, 1)).astype(dtype)
+    assert_allclose(runner.predict(x), runner.predict(x.astype(np.float32)), atol=0.0)
 
 
 def test_errors(tmp_path, bundle_dir):

@@ -5,11 +5,11 @@ import importlib.metadata
 import numpy as np
 import pytest
 
-from serving.errors import BundleError, ConfigError
+from serving.errors import BundleError, ConfigError, DataError
 from serving.runners import TensorSpec, make_runner
 from serving.runners.tflite_runner import TFLiteRunner
 from serving.runners.threads import usable_cpu_count
-from tests.helpers import assert_allclose
+from tests.helpers import assert_allclose, bad_input
 
 
 def test_signature_runner_specs(bundle_dir):
@@ -19,6 +19,15 @@ def test_signature_runner_specs(bundle_dir):
     assert runner.output_specs == [TensorSpec("probs", (None, None, None, 1), "float32")]
     version = importlib.metadata.version("ai-edge-litert")
     assert runner.provider == f"LiteRT {version} CPU, XNNPACK (fp32)"
+
+
+@pytest.mark.parametrize("case", ["nan", "-inf", "none"])
+def test_refuses_non_finite_and_none_inputs(bundle_dir, case):
+    # The shared `Runner.run` check; without it one NaN voxel made most probabilities NaN.
+    runner = TFLiteRunner(bundle_dir / "model.tflite", num_threads=1)
+    x, received = bad_input(case, (1, 16, 16, 1))
+    with pytest.raises(DataError, match="^Input `image` " + received + "$"):
+        runner.predict(x)
 
 
 def test_matches_keras_with_dynamic_batch_and_size(bundle_dir, keras_model):
