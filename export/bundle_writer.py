@@ -23,6 +23,7 @@ from kerasmed.models.float32 import as_float32
 from serving.atomic import atomic_dir
 from serving.bundle import MANIFEST_NAME
 from serving.errors import ConfigError
+from serving.ownership import check_writable_folder
 from serving.preprocessing import PreprocessSpec
 
 DEFAULT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
@@ -193,7 +194,7 @@ def write_bundle(
 
     Raises:
         ConfigError: on an invalid argument, or if `out_dir` is an existing file or a non-empty
-            folder that is not a bundle.
+            folder that is not a bundle, lies under a file or cannot be written.
     """
     out_dir = Path(out_dir)
     formats = _check_args(model, formats, class_names, postprocess)
@@ -215,6 +216,8 @@ def write_bundle(
             "`out_dir` must be a new path, an empty folder or an existing bundle (with "
             f"{MANIFEST_NAME}); other folders are never replaced. Received: {str(out_dir)!r}"
         )
+    # A path under a file (or in a read-only folder) would fail inside `atomic_dir`'s mkdir.
+    check_writable_folder(out_dir, "`out_dir` (the bundle folder)")
     model = without_compile_state(as_float32(model))
     with atomic_dir(out_dir) as tmp:
         artefacts = [get_exporter(fmt).export(model, tmp) for fmt in formats]

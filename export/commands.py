@@ -7,6 +7,7 @@ CLI in `kerasmed` reaches them without importing `export`.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kerasmed.cli import positive_int
 
@@ -16,7 +17,10 @@ EXIT_PARITY_FAILED = 1
 def _export(args) -> int:
     from kerasmed.cli import import_tensorflow
     from kerasmed.run import load_run
+    from serving.ownership import check_writable_folder
 
+    if args.output is not None:  # before the model is read or TensorFlow loads
+        check_writable_folder(args.output, "`--output` (the bundle folder)")
     load_run(args.run_dir)
     import_tensorflow()
     from export.run_export import export_run
@@ -29,7 +33,10 @@ def _export(args) -> int:
 def _compare(args) -> int:
     from kerasmed.cli import import_tensorflow
     from serving.bundle import load_bundle
+    from serving.ownership import check_writable_folder
 
+    if args.output is not None:  # before the bundle is read or any artefact is run
+        check_writable_folder(args.output, "`--output` (the report folder)")
     load_bundle(args.bundle)
     import_tensorflow()
     from export.parity_report import format_table
@@ -47,16 +54,26 @@ def _compare(args) -> int:
     return 0 if result.passed else EXIT_PARITY_FAILED
 
 
-def _demo(args) -> int:
-    from kerasmed.cli import import_tensorflow
-    from kerasmed.config import load_config
+DEMO_CONFIG = "configs/lung_nodule_seg_2d.yaml"
 
-    load_config(args.config, args.overrides)
+
+def _demo(args) -> int:
+    from export.demo import prepare_demo
+    from kerasmed.cli import import_tensorflow
+    from kerasmed.config import shipped_config
+
+    if args.config is None:
+        # The repository's config when run from its root (where `make demo` runs), else the
+        # copy shipped with kerasmed, so that `kerasmed demo` works from any folder.
+        args.config = DEMO_CONFIG if Path(DEMO_CONFIG).is_file() else str(
+            shipped_config(Path(DEMO_CONFIG).name))
+    # Every check (config, work folder, the folders it would replace) before TensorFlow loads.
+    prepare_demo(args.workdir, args.config, args.profile, args.overrides, args.overwrite)
     import_tensorflow()
     from export.demo import run_demo
 
     return run_demo(args.workdir, args.config, profile=args.profile, progress=not args.quiet,
-                    overrides=args.overrides)
+                    overrides=args.overrides, overwrite=args.overwrite)
 
 
 def register_export(sub: argparse._SubParsersAction) -> None:
@@ -98,10 +115,15 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         "check parity, and print one summary table.",
     )
     p.add_argument("--workdir", default="demo_out", help="where data, run and report go (default: demo_out)")
-    p.add_argument("--config", default="configs/lung_nodule_seg_2d.yaml", help="experiment config")
+    p.add_argument("--config", help=f"experiment config (default: {DEMO_CONFIG} in the current "
+                   "folder if it exists, else the same config shipped with kerasmed)")
     p.add_argument("--profile", choices=("fast", "full", "tiny"), default="fast",
                    help="fast: a few minutes on a laptop CPU; full: the config as written; tiny: smoke test")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value after the profile, "
                    "e.g. --set training.mixed_precision=float32")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace WORKDIR/data, WORKDIR/runs/NAME and WORKDIR/report even if an "
+                   "earlier demo did not make them (without it, only the demo's own folders, "
+                   "marked by a .kerasmed file, are replaced)")
     p.set_defaults(func=_demo)

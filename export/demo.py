@@ -4,6 +4,13 @@ Everything goes under one work folder:
     <workdir>/data/            synthetic DICOM series, NIfTI masks, manifest.csv, nodules.csv
     <workdir>/runs/<name>/     training run (checkpoints, logs, TensorBoard, eval/, bundle/)
     <workdir>/report/          summary.md, summary.json and the plots worth looking at
+
+Each of these folders carries a `.kerasmed` marker (`serving.ownership`), so a rerun replaces
+what an earlier demo made; a folder the demo did not make (e.g. a `data/` holding the user's
+files, or a run trained with `kerasmed train`) is refused unless `--overwrite` is passed. Every
+check (config, work folder, the three folders) runs before anything is written or deleted.
+
+`prepare_demo` (the checks) imports no TensorFlow, so the CLI can run it before importing it.
 """
 
 from __future__ import annotations
@@ -11,16 +18,24 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from export.parity_report import format_table
-from export.run_export import compare_bundle, export_run
 from kerasmed.bench.machine import cpu_info, describe_cpu
-from kerasmed.config import load_config
-from kerasmed.data.generate import generate_dataset
-from kerasmed.evaluation.evaluate import evaluate
-from kerasmed.training.trainer import train
+from kerasmed.config import Config, load_config
+from kerasmed.data.generate import dataset_params, generate_dataset, is_complete_dataset
 from serving.atomic import atomic_dir
+from serving.errors import ConfigError
+from serving.ownership import (
+    DATASET,
+    REPORT,
+    RUN,
+    check_output_folder,
+    check_writable_folder,
+    read_marker,
+    user_entries,
+    write_marker,
+)
 
 # Profiles are config overrides. "fast" (1800 steps, a fixed budget so the result does not depend
 # on machine speed) fits the README's promise on a 2-core CPU; "tiny" is the
@@ -36,6 +51,8 @@ PROFILES: dict[str, list[str]] = {
         "training.max_val_slices=8", "training.mixed_precision=auto",
     ],
 }
+DEMO = "kerasmed demo"  # `created_by` of the folders the demo makes
+OVERWRITE_FLAG = "`kerasmed demo --overwrite` (Python: `run_demo(..., overwrite=True)`)"
 REPORT_FILES = ("eval/training_curves.png", "eval/dice_per_case.png", "eval/overlay_montage.png",
                 "eval/metrics.csv", "bundle/parity/parity.png", "bundle/parity/parity.md")
 
@@ -44,24 +61,86 @@ def _step(name: str, t0: float) -> None:
     print(f"[demo] {name} ({time.monotonic() - t0:.0f} s)", flush=True)
 
 
-def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast",
-             progress: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> int:
-    """Run the whole chain; returns the exit code (1 if a parity tolerance failed).
+@dataclass(frozen=True)
+class DemoPlan:
+    """What `prepare_demo` checked: the demo's config and which folders it will replace."""
 
-    `overrides` (``KEY=VALUE``) apply after the profile's, e.g. ``training.mixed_precision=float32``.
+    config: Config
+    replace_data: bool  # data/ holds another dataset the demo may replace
+    replace_run: bool  # runs/<name>/ holds a run the demo may train again from scratch
+
+
+def _made_by_demo(marker: dict) -> bool:
+    return marker.get("created_by") == DEMO
+
+
+def prepare_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast",
+                 overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False) -> DemoPlan:
+    """Check everything the demo needs before it writes or deletes anything (no TensorFlow).
+
+    Args:
+        workdir: the demo's work folder (created if absent).
+        config_path: experiment config.
+        profile: a key of `PROFILES`.
+        overrides: ``KEY=VALUE`` applied after the profile's.
+        overwrite: replace `data/`, `runs/<name>/` and `report/` even when the demo did not make them.
+
+    Returns:
+        The validated config and the folders the demo will replace.
+
+    Raises:
+        ConfigError: if the profile or config is invalid, `workdir` is a file or not writable, or
+            one of its folders holds something the demo did not make and `overwrite` is False.
     """
     workdir = Path(workdir)
-    t0 = time.monotonic()
+    if profile not in PROFILES:
+        raise ConfigError(f"`profile` must be one of {sorted(PROFILES)}. Received: {profile!r}")
+    check_writable_folder(workdir, "`--workdir`")
     config = load_config(config_path, PROFILES[profile] + list(overrides) + [
         f"data.root={workdir / 'data'}", f"output_dir={workdir / 'runs'}", "data.cache_dir=null",
     ])
     s = config.synthetic
+    params = dataset_params(s.num_cases, s.seed, s.split_fractions, s.shape)
+    data = Path(config.data.root)
+    # A finished dataset with the demo's parameters is reused as it is, whoever made it.
+    replace_data = not is_complete_dataset(data, params) and check_output_folder(
+        data, "The demo's data folder", DATASET, OVERWRITE_FLAG, overwrite)
+    replace_run = check_output_folder(
+        config.run_dir(), "The demo's run folder", RUN, OVERWRITE_FLAG, overwrite, owned=_made_by_demo,
+        rule="absent, empty or a training run folder that `kerasmed demo` made")
+    check_output_folder(workdir / "report", "The demo's report folder", REPORT, OVERWRITE_FLAG,
+                        overwrite, owned=_made_by_demo)
+    return DemoPlan(config, replace_data, replace_run)
+
+
+def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast",
+             progress: bool = True, overrides: list[str] | tuple[str, ...] = (),
+             overwrite: bool = False) -> int:
+    """Run the whole chain; returns the exit code (1 if a parity tolerance failed).
+
+    `overrides` (``KEY=VALUE``) apply after the profile's, e.g. ``training.mixed_precision=float32``.
+    The demo replaces the folders an earlier demo made; others only with `overwrite` (see
+    `prepare_demo`, which runs first).
+    """
+    # TensorFlow only now, after the checks.
+    from export.run_export import compare_bundle, export_run
+    from kerasmed.evaluation.evaluate import evaluate
+    from kerasmed.training.trainer import train
+
+    workdir = Path(workdir)
+    t0 = time.monotonic()
+    plan = prepare_demo(workdir, config_path, profile, overrides, overwrite)
+    config, run_dir = plan.config, plan.config.run_dir()
+    s = config.synthetic
     _step("generating synthetic lung CT", t0)
     generate_dataset(config.data.root, num_cases=s.num_cases, seed=s.seed, shape=s.shape,
-                     split_fractions=s.split_fractions, progress=progress, overwrite=True)
+                     split_fractions=s.split_fractions, progress=progress,
+                     overwrite=plan.replace_data, created_by=DEMO)
     _step(f"training ({profile} profile)", t0)
-    train_summary = train(config, progress=progress)
-    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if read_marker(run_dir) is None and not user_entries(run_dir):
+        write_marker(run_dir, RUN, DEMO)  # so that the next demo may train it again
+    train_summary = train(config, progress=progress, overwrite=plan.replace_run)
     _step("evaluating on whole validation cases", t0)
     ev = evaluate(run_dir, progress=progress)
     _step("exporting SavedModel, TFLite and ONNX", t0)
@@ -98,7 +177,10 @@ def demo_table(result, bundle: Path) -> str:
 
 def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_summary: dict,
                   result, t0: float, machine: dict) -> Path:
+    from export.parity_report import format_table
+
     with atomic_dir(folder) as tmp:
+        write_marker(tmp, REPORT, DEMO)
         for rel in REPORT_FILES:
             if (run_dir / rel).is_file():
                 shutil.copy2(run_dir / rel, tmp / Path(rel).name)

@@ -12,11 +12,12 @@ from export.bundle_writer import write_bundle
 from export.parity import ParityResult, Tolerances, run_parity
 from export.parity_report import write_parity_report
 from kerasmed.data.manifest import read_manifest, split_cases
-from kerasmed.run import load_run, read_json
+from kerasmed.run import check_keras_archive, load_run, read_json
 from serving.bundle import load_bundle
 from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.io import read_image
+from serving.ownership import check_writable_folder
 
 
 def load_run_model(path: str | Path) -> keras.Model:
@@ -27,9 +28,10 @@ def load_run_model(path: str | Path) -> keras.Model:
     `kerasmed export` process does not do. So the model is loaded with `compile=False`.
 
     Raises:
-        DataError: if Keras cannot load the file.
+        DataError: if the file is not a readable .keras archive, or Keras cannot load it.
     """
     path = Path(path)
+    check_keras_archive(path)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises many unrelated error types here
@@ -109,9 +111,12 @@ def compare_bundle(
         `(result, report_folder)`; the report folder defaults to `<bundle>/parity`.
 
     Raises:
-        ConfigError: if `max_cases` is not a positive integer.
+        ConfigError: if `max_cases` is not a positive integer, or `out_dir` is a file (or lies
+            under one) or cannot be written; both are checked before any work.
     """
     _check_max_cases(max_cases)
+    if out_dir is not None:
+        check_writable_folder(out_dir, "`out_dir` (the report folder)")
     bundle = load_bundle(bundle_dir)
     extra = bundle.manifest.get("extra") or {}
     root = data_root or extra.get("data_root")

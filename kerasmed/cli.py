@@ -75,18 +75,20 @@ def _generate(args) -> int:
 def _train(args) -> int:
     from kerasmed.config import load_config
     from kerasmed.data.manifest import read_manifest
+    from kerasmed.run import check_run_dir
 
     if args.workers < 1:
         raise ConfigError(f"`--workers` must be at least 1. Received: --workers {args.workers}")
     config = load_config(args.config, args.overrides)
     read_manifest(config.data.root, config.data.manifest)
     run_dir = args.run_dir or config.run_dir()
+    check_run_dir(run_dir, args.overwrite)  # here too, so that N workers never start to refuse
     if args.workers > 1:
         return _launch_workers(args, config, run_dir)
     import_tensorflow()
     from kerasmed.training.trainer import train
 
-    summary = train(config, args.run_dir, progress=not args.quiet)
+    summary = train(config, args.run_dir, progress=not args.quiet, overwrite=args.overwrite)
     if not summary["chief"]:
         print(f"worker {summary['worker']}: training finished; the chief writes {run_dir}")
         return 0
@@ -104,6 +106,8 @@ def _launch_workers(args, config, run_dir) -> int:
     worker_args += ["train", str(args.config), *(f"--set={o}" for o in args.overrides)]
     if args.run_dir:
         worker_args += ["--run-dir", str(args.run_dir)]
+    if args.overwrite:
+        worker_args.append("--overwrite")
     code = launch_local_workers(worker_args, args.workers)
     if code == 0:
         print(f"run: {run_dir}  ({args.workers} workers)")
@@ -147,6 +151,10 @@ def register_builtin(sub) -> None:
                    help="train with N local worker processes (MultiWorkerMirroredStrategy on "
                    "localhost ports; worker 0 writes the run folder; sampling.batch_size is per "
                    "replica). Default: 1, in this process")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again from scratch into a run folder that holds a finished run "
+                   "(its model is replaced, once the data has been read), or into a non-empty "
+                   "folder that is no run. Without it such folders are refused")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="per-case Dice of a run (and the HU baseline) with plots",
@@ -191,16 +199,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `kerasmed` command and return its exit code.
+
+    Exit codes: 0 success; 1 a check failed (`compare`: a parity tolerance); 2 a user error, printed
+    as one line on stderr; 130 interrupted by Ctrl-C (SIGINT) and 143 stopped by SIGTERM (128 + the
+    signal number, what a shell reports for a process the signal killed). SIGTERM is handled like
+    Ctrl-C: it raises KeyboardInterrupt wherever the command is, so every temp-then-rename writer
+    (`serving.atomic`) deletes its temporary folder on the way out and leaves the previous output
+    as it was. Further SIGTERMs are ignored while that cleanup runs (SIGKILL still stops it).
+    """
+    import signal
+    import threading
+
     quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    terminated = []
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    # Signal handlers can only be installed from the main thread (not e.g. a test's worker thread).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except KerasmedError as err:
         print(f"kerasmed {args.command}: error: {err}".replace("\n", " "), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        if terminated:
+            print(f"kerasmed {args.command}: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"kerasmed {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:  # None: the old handler was not set from Python; keep ours
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

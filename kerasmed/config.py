@@ -6,12 +6,16 @@ expected form and the received value, e.g.::
 
     config key `sampling.patch_size` must have 2 entries, each greater than 0.
     Received: sampling.patch_size=[-96, 96]
+
+Rules over several keys (a patch size and the model depth, the class names and the number of
+classes) are checked here too, so a config that would fail deep inside TensorFlow, or train a model
+that `export` then refuses, is refused before anything runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import pydantic
 import yaml
@@ -19,6 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from serving.errors import ConfigError
 from serving.preprocessing import PreprocessSpec
+
+
+class _RuleError(ValueError):
+    """A broken rule over one or more keys whose message is the whole error, naming every key
+    and what was received (raised inside validators; pydantic wraps it)."""
 
 
 class _Section(BaseModel):
@@ -39,6 +48,17 @@ class SyntheticConfig(_Section):
     seed: int = 0
     shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (48, 256, 256)
     split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
+
+    @pydantic.field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v):
+        # The rule `kerasmed.data.generate.split_counts` applies, checked when the config is read
+        # (by `train` too), not only when `generate` runs.
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6 or not v[0] > 0:
+            raise ValueError(
+                "must be 3 non-negative numbers (train, val, test) summing to 1, with train > 0"
+            )
+        return v
 
 
 class PreprocessingConfig(_Section):
@@ -72,6 +92,9 @@ class AugmentationConfig(_Section):
     intensity_scale: float = Field(0.05, ge=0.0, lt=1.0)
 
 
+_HU_WINDOW_RULE = "must be [low, high] in HU with low < high (a window of positive width)"
+
+
 class ModelConfig(_Section):
     name: str = "unet2d"
     context_slices: PositiveInt = Field(
@@ -84,13 +107,40 @@ class ModelConfig(_Section):
     hu_window: tuple[float, float] = (-1000.0, 400.0)
     class_names: tuple[str, ...] = ("background", "nodule")
 
-
     @pydantic.field_validator("context_slices")
     @classmethod
     def _odd(cls, v):
         if v % 2 == 0:
             raise ValueError("must be odd, so the predicted slice is the centre one")
         return v
+
+    @pydantic.field_validator("hu_window", mode="before")
+    @classmethod
+    def _two_bounds(cls, v):
+        if isinstance(v, (list, tuple)) and len(v) != 2:
+            raise ValueError(_HU_WINDOW_RULE)
+        return v
+
+    @pydantic.field_validator("hu_window")
+    @classmethod
+    def _window(cls, v):
+        # HUWindow divides by high - low: a reversed or empty window fails when the model is built.
+        if not v[0] < v[1]:
+            raise ValueError(_HU_WINDOW_RULE)
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _classes_named(self):
+        # The bundle writer's rule: one sigmoid channel is named by its foreground class,
+        # optionally preceded by the background; C softmax channels by C names.
+        allowed = (1, 2) if self.num_classes == 1 else (self.num_classes,)
+        if len(self.class_names) not in allowed:
+            raise _RuleError(
+                f"config key `model.class_names` must hold {' or '.join(map(str, allowed))} "
+                f"names for model.num_classes={self.num_classes}. Received: "
+                f"model.class_names={list(self.class_names)}, model.num_classes={self.num_classes}"
+            )
+        return self
 
 
 class TrainingConfig(_Section):
@@ -129,6 +179,46 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    @pydantic.model_validator(mode="after")
+    def _fits_the_model(self):
+        # The U-Net halves each side `depth` times and doubles it back, then joins the skip
+        # connections: any other side length fails inside TensorFlow at the first concat.
+        multiple = 2**self.model.depth
+        patch, size = list(self.sampling.patch_size), list(self.preprocessing.size)
+        if any(p % multiple for p in patch):
+            raise _RuleError(
+                f"config key `sampling.patch_size` must hold multiples of 2**model.depth = {multiple}. "
+                f"Received: sampling.patch_size={patch}, model.depth={self.model.depth}"
+            )
+        if any(s is not None and s % multiple for s in size[1:]):
+            raise _RuleError(
+                f"config key `preprocessing.size` must hold null or multiples of 2**model.depth = "
+                f"{multiple} for y and x. Received: preprocessing.size={size}, "
+                f"model.depth={self.model.depth}"
+            )
+        return self
+
+    def check_slice_shape(self, shape: tuple[int, ...], source: str) -> None:
+        """Check a preprocessed slice shape the config leaves to the data (`preprocessing.size`
+        null for y or x) against the model, once the data is known.
+
+        Args:
+            shape: `(..., H, W)` shape of a preprocessed volume or slice.
+            source: what it came from (a case or file), for the message.
+
+        Raises:
+            ConfigError: if H or W is not a multiple of `2**model.depth`.
+        """
+        multiple = 2**self.model.depth
+        h, w = (int(n) for n in shape[-2:])
+        if h % multiple or w % multiple:
+            raise ConfigError(
+                f"Preprocessed slices must be multiples of 2**model.depth = {multiple} on each side; "
+                f"`preprocessing.size` is null there, so the data decides: set it, or change "
+                f"`model.depth`. Received: {h}x{w} slices from {source}, "
+                f"preprocessing.size={list(self.preprocessing.size)}, model.depth={self.model.depth}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -137,6 +227,9 @@ class Config(_Section):
 
 
 def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _RuleError):
+        return str(cause)
     key = ".".join(str(p) for p in error["loc"])
     received: Any = raw
     for part in error["loc"]:
@@ -150,7 +243,32 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
         section = _section_at(error["loc"][:-1])
         valid = sorted(section.model_fields) if section else []
         return f"Unknown config key `{key}`; valid keys here: {valid}. Received: {key}={received!r}"
-    return f"config key `{key}`: {error['msg']}. Received: {key}={received!r}"
+    if error["type"] == "model_type":  # pydantic: "a valid dictionary or instance of ModelConfig"
+        return f"config key `{key}` must be a mapping of keys (a section). Received: {key}={received!r}"
+    # A list of the wrong length: pydantic reports a short one as a missing entry ("Field
+    # required" at `key.2`) and a long one in its own words; name the key and its whole value.
+    loc = error["loc"]
+    short = error["type"] == "missing" and len(loc) > 1 and isinstance(loc[-1], int)
+    if short or error["type"] == "too_long":
+        tuple_loc = loc[:-1] if short else loc
+        length = _tuple_length(tuple_loc)
+        if length is not None:
+            key = ".".join(str(p) for p in tuple_loc)
+            return (f"config key `{key}` must have {length} entries. "
+                    f"Received: {key}={error['input']!r}")
+    # A validator's own message states the rule; pydantic would prefix it with "Value error, ".
+    message = str(cause) if error["type"] == "value_error" and cause is not None else error["msg"]
+    return f"config key `{key}`: {message}. Received: {key}={received!r}"
+
+
+def _tuple_length(loc) -> int | None:
+    """The number of entries of the fixed-length tuple field at `loc`, else None."""
+    section = _section_at(loc[:-1])
+    field = section.model_fields.get(loc[-1]) if section and isinstance(loc[-1], str) else None
+    if field is None or get_origin(field.annotation) is not tuple:
+        return None
+    args = get_args(field.annotation)
+    return len(args) if args and Ellipsis not in args else None
 
 
 def _section_at(loc) -> type[BaseModel] | None:
@@ -181,18 +299,34 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (value parsed as YAML) to a raw config mapping."""
+    """Apply `section.key=value` overrides (value parsed as YAML) to a raw config mapping.
+
+    Raises:
+        ConfigError: if an override is not `key=value` with a dotted key of non-empty names, its
+            value is not YAML, or its key goes through a key that is not a section.
+    """
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"Overrides must look like `section.key=value`. Received: {item!r}")
-        node = raw
         parts = key.split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise ConfigError(
+                "Overrides (`--set`) must look like `section.key=value`, with a dotted key of "
+                f"non-empty names. Received: {item!r}"
+            )
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(
+                f"The value of override `{key}` must be valid YAML (quote it if it is a string). "
+                f"Received: {item!r} ({reason})"
+            ) from err
+        node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Override `{key}` goes through a non-section key. Received: {item!r}")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parsed
     return raw
 
 
@@ -200,22 +334,65 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read and validate a YAML config file, applying `section.key=value` overrides.
 
     Raises:
-        ConfigError: if the file is missing, is not YAML, or holds a bad key or value.
+        ConfigError: if the file is missing, unreadable, not UTF-8, not YAML, empty, or holds a
+            bad key or value.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"Config file {path} must be a YAML file. Received: a folder")
     if not path.is_file():
         raise ConfigError(f"Config file not found. Received: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"Config file {path} must be UTF-8 text. Received: byte 0x{err.object[err.start]:02x} "
+            f"at offset {err.start} is not UTF-8"
+        ) from err
+    except OSError as err:
+        raise ConfigError(f"Config file {path} must be readable. Received: {err}") from err
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"Config file {path} is not valid YAML. Received: {err}") from err
+        raise ConfigError(
+            f"Config file {path} is not valid YAML. Received: {str(err).replace(chr(10), ' ')}"
+        ) from err
+    if raw is None:
+        # An empty file (or only comments) would silently run on every default.
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of config sections. Received: an empty file"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"Config file {path} must hold a mapping. Received: {type(raw).__name__}")
     return config_from_dict(apply_overrides(raw, overrides or []), source=str(path))
 
 
+def shipped_config(name: str = "lung_nodule_seg_2d.yaml") -> Path:
+    """A config file shipped with kerasmed, found wherever kerasmed is installed.
+
+    A wheel carries the repository's `configs/` as package data `kerasmed/configs/` (a symlink
+    in the source tree, see pyproject.toml); a source checkout or editable install finds them
+    beside the package, so a command works from any folder.
+
+    Args:
+        name: file name in `configs/`.
+
+    Raises:
+        ConfigError: if no shipped config has that name.
+    """
+    package = Path(__file__).resolve().parent
+    folders = (package / "configs", package.parent / "configs")
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise ConfigError(
+        f"`{name}` must be a config shipped with kerasmed (in {' or '.join(map(str, folders))}). "
+        f"Received: {name}"
+    )
+
+
 def save_config(config: Config, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     tmp.replace(path)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import kerasmed.layers.hu_window  # noqa: F401 - registers HUWindow for load_model
+from kerasmed.run import check_keras_archive
 from serving.errors import BundleError
 from serving.runners.base_runner import Runner, TensorSpec
 from serving.runners.registry import register_runner
@@ -62,6 +63,7 @@ class KerasRunner(Runner):
             self.path = Path(path_or_model)
             if not self.path.is_file():
                 raise BundleError(f"Keras model file must exist. Received: path={str(self.path)!r}")
+            check_keras_archive(self.path, BundleError)
             try:
                 self.model = keras.saving.load_model(self.path, compile=False)
             except Exception as err:  # Keras raises many unrelated error types here

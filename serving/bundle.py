@@ -115,6 +115,13 @@ def _check_relative(key: str, field: str, name: str) -> None:
             f"Artefact `{key}` (`{field}`) must be a relative POSIX path inside the bundle folder "
             f"(not empty, not absolute, no `..`, no NUL byte). Received: {name!r}"
         )
+    try:
+        os.fsencode(name)
+    except UnicodeError as err:  # e.g. a lone surrogate ("\ud800"), which JSON can carry
+        raise BundleError(
+            f"Artefact `{key}` (`{field}`) must be a file name the file system can encode. "
+            f"Received: {_short(name)} ({err.reason})"
+        ) from err
 
 
 def _check_artefact(entry: Any, field: str) -> str:
@@ -176,7 +183,9 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         _require(isinstance(post, dict), "postprocessing", "an object", post)
         if "threshold" in post:
             t = post["threshold"]
-            ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+            # An int is always finite, and may be too large for math.isfinite's float().
+            number = isinstance(t, (int, float)) and not isinstance(t, bool)
+            ok = number and (isinstance(t, int) or math.isfinite(t))
             _require(ok and 0.0 <= t <= 1.0, "postprocessing.threshold", "a number in [0, 1]", t)
     if "parity" in manifest:
         _require(isinstance(manifest["parity"], dict), "parity", "an object", manifest["parity"])
@@ -249,7 +258,9 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     _inside(_real_root(root), manifest_path, MANIFEST_NAME)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer than Python
+    # converts (4300 digits); RecursionError is nesting deeper than the parser's stack.
+    except (OSError, ValueError, RecursionError) as err:
         raise BundleError(
             f"{MANIFEST_NAME} must be readable JSON. Received: {str(manifest_path)!r}: {err}"
         ) from err
@@ -337,6 +348,12 @@ class Bundle:
             raise BundleError(
                 f"{MANIFEST_NAME} must record `input.preprocessing` with `target_spacing` and "
                 f"`size`. Received: input={self.manifest.get('input')!r}"
+            ) from err
+        except (ValueError, OverflowError) as err:  # ConfigError too: the bundle is at fault
+            raise BundleError(
+                f"`input.preprocessing` in {MANIFEST_NAME} must hold positive numbers or null "
+                f"per axis in `target_spacing` and `size`, and a finite `pad_value`. Received: "
+                f"{_short(self.manifest['input']['preprocessing'])} ({type(err).__name__}: {err})"
             ) from err
 
     @property

@@ -126,3 +126,68 @@ def copy_bundle(src, dst):
     from pathlib import Path
 
     return Path(shutil.copytree(src, dst))
+
+
+def folder_digest(folder) -> dict:
+    """`{relative path: sha256}` of every file under `folder` (to prove nothing changed)."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def kerasmed_process(*args, cwd=None, timeout=300):
+    """Run the installed `kerasmed` console command as a user types it; returns the result."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).parent / "kerasmed"
+    return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def assert_one_line_error(proc, *needles):
+    """A user error as the CLI contract says: exit code 2, one stderr line, no traceback, and
+    every one of `needles` in that line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def tree_snapshot(folder) -> dict:
+    """`{relative path: state}` of everything under `folder`, symlinks not followed.
+
+    A file's state is its sha256, a folder's "folder" and a symlink's "-> target". Unlike
+    `folder_digest` it also sees a folder created or deleted (e.g. an empty run folder left by a
+    refused command, or a temporary folder left behind) and a symlink swapped for another.
+    """
+    import hashlib
+    import os
+    from pathlib import Path
+
+    folder = Path(folder)
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not enter linked folders
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                state[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                state[rel] = "folder"
+            else:
+                state[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def changes_outside(before: dict, after: dict, outputs=()) -> list[str]:
+    """Paths whose `tree_snapshot` state differs (created, deleted or changed), except those at
+    or under one of `outputs` (relative paths a command may write)."""
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    return [p for p in changed if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in outputs)]

@@ -22,6 +22,9 @@ from kerasmed.config import Config, config_from_dict
 from kerasmed.evaluation.evaluate import evaluate
 from kerasmed.training.trainer import train
 from serving.errors import ConfigError
+from serving.ownership import RUN, check_output_folder, read_marker, user_entries, write_marker
+
+SEEDS = "kerasmed bench-seeds"  # `created_by` of the run folders it makes, which a rerun replaces
 
 
 def run_seed_bench(config: Config, seeds, out_dir: str | Path = "bench/seeds", split: str | None = None,
@@ -42,6 +45,11 @@ def run_seed_bench(config: Config, seeds, out_dir: str | Path = "bench/seeds", s
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"`--seeds` must list distinct integers. Received: {seeds}")
     out_dir = Path(out_dir)
+    # Every run folder is checked before anything is written: the ones an earlier bench-seeds
+    # made are trained again, anyone else's are refused.
+    for seed in seeds:
+        check_output_folder(out_dir / "runs" / f"seed{seed}" / config.name, f"The run folder of seed {seed}",
+                            RUN, flag=None, owned=lambda marker: marker.get("created_by") == SEEDS)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = _bench_config(config, out_dir, config.synthetic.num_cases)
     started, rows = time.monotonic(), []
@@ -49,7 +57,11 @@ def run_seed_bench(config: Config, seeds, out_dir: str | Path = "bench/seeds", s
         raw = config.to_dict()
         raw["seed"], raw["output_dir"] = seed, str(out_dir / "runs" / f"seed{seed}")
         run_config = config_from_dict(raw, f"seed {seed}")
-        summary = train(run_config, progress=progress)
+        run_dir = run_config.run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if read_marker(run_dir) is None and not user_entries(run_dir):
+            write_marker(run_dir, RUN, SEEDS)
+        summary = train(run_config, progress=progress, overwrite=True)
         ev = evaluate(run_config.run_dir(), split=split, progress=progress)
         rows.append({"seed": seed, "mean_dice": ev["mean_dice"],
                      "baseline_mean_dice": ev["baseline_mean_dice"], "cases": ev["cases"],

@@ -34,6 +34,7 @@ from kerasmed.models.registry import build_model
 from kerasmed.training.strategy import resolve_precision
 from kerasmed.training.trainer import build_compiled_model, cache_for, train_dataset
 from serving.errors import ConfigError
+from serving.ownership import DATASET, check_output_folder
 
 
 class _StepTimer(keras.callbacks.Callback):
@@ -63,9 +64,13 @@ def _bench_config(config: Config, out_dir: Path, cases: int) -> Config:
     raw["synthetic"] = {**raw["synthetic"], "num_cases": cases}
     bench = config_from_dict(raw, "bench config")
     if not (out_dir / "data" / "manifest.csv").is_file():
+        # Only a synthetic dataset kerasmed made there is replaced, never the user's files.
+        replace = check_output_folder(out_dir / "data", "The benchmark's data folder (under `--output`)",
+                                      DATASET, flag=None)
         s = bench.synthetic
         generate_dataset(out_dir / "data", num_cases=s.num_cases, seed=s.seed, shape=s.shape,
-                         split_fractions=s.split_fractions, progress=False, overwrite=True)
+                         split_fractions=s.split_fractions, progress=False, overwrite=replace,
+                         created_by="kerasmed bench")
     return bench
 
 

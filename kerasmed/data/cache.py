@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kerasmed.data.manifest import check_case_geometry
 from serving.atomic import atomic_dir
-from serving.errors import DataError
 from serving.io import read_image
 from serving.preprocessing import PreprocessSpec, preprocess
 
@@ -62,12 +62,7 @@ def build_cache(
         for row in tqdm(manifest.itertuples(), total=len(manifest), desc="cache", disable=not progress):
             image = read_image(row.image_path)
             mask = read_image(row.mask_path)
-            if not image.same_geometry(mask, atol=1e-2):
-                raise DataError(
-                    f"Mask of case {row.case_id} must share the image geometry. Received: image "
-                    f"shape={image.shape} spacing={image.spacing}, mask shape={mask.shape} "
-                    f"spacing={mask.spacing} ({row.mask_path})"
-                )
+            check_case_geometry(image, mask, row.case_id, row.mask_path)
             x, _ = preprocess(image, spec)
             y, _ = preprocess(mask, spec, order="nearest")
             np.save(tmp / f"{row.case_id}_image.npy", x.astype(np.float32))

@@ -8,6 +8,7 @@ Layout under `root`:
     manifest.csv    case_id, image_path, mask_path, lung_mask_path, split (paths relative to root)
     nodules.csv     case_id, nodule_id, center_{x,y,z}_mm (LPS), diameter_mm, kind, attachment
     dataset.json    the generation parameters; a finished dataset with the same ones is reused
+    .kerasmed       marks the folder as made by kerasmed (`serving.ownership`)
 
 Everything is written into a temporary sibling folder that is renamed to `root` at the end, so an
 interrupted run never leaves a folder that looks like a dataset.
@@ -31,6 +32,7 @@ from kerasmed.data.synthetic_ct import GENERATOR_VERSION, make_case
 from serving.atomic import atomic_dir
 from serving.errors import ConfigError, DataError
 from serving.io import write_dicom_series, write_nifti
+from serving.ownership import DATASET, check_output_folder, write_marker
 
 FORMAT_VERSION = 1
 MANIFEST_COLUMNS = ["case_id", "image_path", "mask_path", "lung_mask_path", "split"]
@@ -45,6 +47,8 @@ NODULE_COLUMNS = [
     "attachment",
 ]
 SPLITS = ("train", "val", "test")
+# How both the CLI and Python callers ask to replace a folder; the library does not know which.
+OVERWRITE_FLAG = "--overwrite (Python: overwrite=True)"
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -76,6 +80,28 @@ def split_counts(num_cases: int, split_fractions) -> dict[str, int]:
     return {"train": n_train, "val": n_val, "test": n_test}
 
 
+def dataset_params(num_cases: int, seed: int, split_fractions, shape) -> dict:
+    """The generation parameters `dataset.json` records, checked (see `generate_dataset`).
+
+    Raises:
+        ConfigError: if `num_cases` or `split_fractions` are invalid.
+    """
+    if int(num_cases) < 2:
+        raise ConfigError(
+            f"`num_cases` must be at least 2 (one train, one val). Received: num_cases={num_cases}"
+        )
+    split_counts(int(num_cases), split_fractions)
+    return {
+        "format_version": FORMAT_VERSION,
+        "generator": "kerasmed.data.synthetic_ct.make_case",
+        "generator_version": GENERATOR_VERSION,
+        "num_cases": int(num_cases),
+        "seed": int(seed),
+        "split_fractions": [float(f) for f in split_fractions],
+        "shape": [int(s) for s in shape],
+    }
+
+
 def generate_dataset(
     root: str | os.PathLike,
     num_cases: int = 24,
@@ -84,6 +110,7 @@ def generate_dataset(
     shape: tuple[int, int, int] = (48, 256, 256),
     progress: bool = True,
     overwrite: bool = False,
+    created_by: str = "kerasmed generate",
 ) -> Path:
     """Generate (or reuse) a synthetic chest-CT nodule dataset and return its manifest path.
 
@@ -94,42 +121,33 @@ def generate_dataset(
         split_fractions: (train, val, test) shares, split by case; at least one val case.
         shape: volume shape `(z, y, x)` of every case.
         progress: show a tqdm progress bar.
-        overwrite: replace an existing `root` that holds something else.
+        overwrite: replace an existing `root` that holds something else (even files kerasmed
+            did not write).
+        created_by: recorded in the `.kerasmed` marker of the folder (see `serving.ownership`).
 
     Returns:
         Path of `root/manifest.csv`.
 
     Raises:
         ConfigError: if `num_cases`, `shape` or `split_fractions` are invalid.
-        DataError: if `root` exists with different content and `overwrite` is False.
+        DataError: if `root` is a file or not writable, or exists with different content and
+            `overwrite` is False. Nothing is deleted before these checks.
     """
     root = Path(root)
-    if int(num_cases) < 2:
-        raise ConfigError(
-            f"`num_cases` must be at least 2 (one train, one val). Received: num_cases={num_cases}"
-        )
-    num_cases = int(num_cases)
-    counts = split_counts(num_cases, split_fractions)
-    params = {
-        "format_version": FORMAT_VERSION,
-        "generator": "kerasmed.data.synthetic_ct.make_case",
-        "generator_version": GENERATOR_VERSION,
-        "num_cases": num_cases,
-        "seed": int(seed),
-        "split_fractions": [float(f) for f in split_fractions],
-        "shape": [int(s) for s in shape],
-    }
-    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
-        if _is_complete(root, params):
-            return root / "manifest.csv"
-        if not overwrite:
-            raise DataError(
-                f"`root` already holds something other than a finished dataset with these "
-                f"parameters; pass overwrite=True to replace it. Received: root={str(root)!r}, "
-                f"parameters={params}"
-            )
+    params = dataset_params(num_cases, seed, split_fractions, shape)
+    if is_complete_dataset(root, params):
+        return root / "manifest.csv"
+    # Even a dataset generate made with other parameters is replaced only on request: runs and
+    # caches may point at it.
+    check_output_folder(
+        root, "Dataset folder `root`", DATASET, OVERWRITE_FLAG, overwrite=overwrite,
+        owned=lambda marker: False, error=DataError,
+        rule=f"absent, empty or a finished dataset made with parameters {params}",
+    )
 
+    counts = split_counts(params["num_cases"], params["split_fractions"])
     with atomic_dir(root) as tmp:
+        write_marker(tmp, DATASET, created_by)
         manifest, nodules, seeds = _write_cases(tmp, params, counts, progress)
         pd.DataFrame(manifest, columns=MANIFEST_COLUMNS).to_csv(tmp / "manifest.csv", index=False)
         pd.DataFrame(nodules, columns=NODULE_COLUMNS).to_csv(tmp / "nodules.csv", index=False)
@@ -179,8 +197,11 @@ def _write_cases(tmp: Path, params: dict, counts: dict[str, int], progress: bool
     return manifest, nodules, seeds
 
 
-def _is_complete(root: Path, params: dict) -> bool:
+def is_complete_dataset(root: str | os.PathLike, params: dict) -> bool:
     """Whether `root` is a finished dataset made with exactly `params` (all files present)."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
     try:
         info = json.loads((root / "dataset.json").read_text())
         manifest = pd.read_csv(root / "manifest.csv")

@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kerasmed.data.manifest import read_manifest, split_cases
+from kerasmed.data.manifest import check_case_geometry, read_manifest, require_column, split_cases
 from kerasmed.evaluation.metrics import dice, threshold_baseline
 from kerasmed.evaluation.plots import plot_dice_per_case, plot_overlay_montage, plot_training_curves
 from kerasmed.keras_runner import KerasRunner
 from kerasmed.run import load_run
 from serving.atomic import atomic_dir
-from serving.errors import DataError
 from serving.inference import predict_image, probs_to_mask
 from serving.io import read_image
 
@@ -46,16 +45,18 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
     ev = config.evaluation
     split = split or ev.split
     cases = split_cases(read_manifest(config.data.root, config.data.manifest), split)
-    if "lung_mask_path" not in cases.columns:
-        raise DataError("The manifest needs a `lung_mask_path` column for the baseline. Received: none")
+    require_column(cases, "lung_mask_path", "the HU-threshold baseline")
     runner = KerasRunner(run_dir / "model.keras")
     spec = config.preprocessing.spec()
     rows, panels = [], []
     start = time.monotonic()
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"evaluate {split}", disable=not progress):
         image = read_image(case.image_path)
-        truth = read_image(case.mask_path).array > 0
-        lungs = read_image(case.lung_mask_path).array > 0
+        truth, lungs = read_image(case.mask_path), read_image(case.lung_mask_path)
+        # The checks training's cache applies: a mask off the image grid is a data error here too.
+        check_case_geometry(image, truth, case.case_id, case.mask_path)
+        check_case_geometry(image, lungs, case.case_id, case.lung_mask_path, what="Lung mask")
+        truth, lungs = truth.array > 0, lungs.array > 0
         probs, _, _ = predict_image(runner, image, spec, ev.batch_size)
         pred = probs_to_mask(probs, ev.threshold) > 0
         baseline = threshold_baseline(image.array, lungs, ev.baseline_threshold_hu)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import keras
 
+from kerasmed.run import BACKUP_METADATA  # the run folder's layout lives in kerasmed.run
 from serving.errors import DataError
 
 log = logging.getLogger(__name__)
-BACKUP_METADATA = "training_metadata.json"
 BACKUP_FORMAT = 1
 
 

@@ -1,6 +1,7 @@
 """Train a segmentation model from a config: cache, tf.data, strategy, precision, Keras callbacks.
 
 Run folder (`<output_dir>/<name>/`), written by the chief worker only:
+    .kerasmed               marks a folder training created (see `serving.ownership`)
     config.yaml             the validated config, as used
     checkpoints/best.keras  best model by validation Dice (written under a temporary name, renamed)
     training_log.csv        per-epoch metrics, each epoch once (a resumed run appends)
@@ -12,7 +13,10 @@ Run folder (`<output_dir>/<name>/`), written by the chief worker only:
 Crash safety: a run killed at any instant (even `kill -9`) and started again with the same
 command resumes from its last completed epoch: weights, optimizer, data stream position, best
 checkpoint score, early-stopping counters and the log all continue as if it had not stopped.
-Running `train` on a finished run folder trains again from scratch.
+
+Nothing finished is lost by accident: `train` refuses a folder holding a finished run (and a
+non-empty folder that is no run) unless asked to overwrite it, and even then it reads the data
+and builds the cache before it deletes or rewrites anything in the run folder.
 
 Scale-out: under `MultiWorkerMirroredStrategy` (`TF_CONFIG` with several workers, e.g. from
 `kerasmed train --workers N`) every worker reads its shard of one global example stream, so the
@@ -38,6 +42,7 @@ from kerasmed.data.pipeline import make_train_dataset, make_val_dataset
 from kerasmed.losses import DiceCELoss, DiceScore
 from kerasmed.models.float32 import as_float32
 from kerasmed.models.registry import build_model
+from kerasmed.run import BACKUP, check_run_dir
 from kerasmed.training.callbacks import (
     AtomicBackupAndRestore,
     AtomicModelCheckpoint,
@@ -58,10 +63,10 @@ from kerasmed.training.strategy import (
     task_id,
 )
 from serving.errors import ConfigError
+from serving.ownership import RUN, read_marker, user_entries, write_marker
 
 __all__ = ["TimeLimit", "build_compiled_model", "cache_for", "train"]
 
-BACKUP = "backup"
 # Keys that do not change what training computes, so a resumed run may differ in them.
 _RESUME_IGNORES = ("name", "output_dir", "synthetic", "data.cache_dir", "training.max_minutes")
 
@@ -162,41 +167,55 @@ def _summarize_log(rows: list[dict]) -> dict:
     }
 
 
-def train(config: Config, run_dir: str | Path | None = None, progress: bool = True) -> dict:
+def train(config: Config, run_dir: str | Path | None = None, progress: bool = True,
+          overwrite: bool = False) -> dict:
     """Train the config's model and write the run folder, resuming an interrupted run.
 
     Args:
         config: validated config.
         run_dir: output folder; default `config.output_dir/config.name`.
         progress: show progress bars.
+        overwrite: train again from scratch into a folder holding a finished run (its model is
+            replaced once the data has been read), or into a non-empty folder that is no run.
 
     Returns:
         The training summary (also written to `train_summary.json` by the chief).
 
     Raises:
-        ConfigError: if the run folder holds an unfinished backup of a different config.
-        DataError: if the dataset, cache or backup is unreadable.
+        ConfigError: if the run folder is a file, holds a finished run or someone else's files
+            (without `overwrite`), or holds an unfinished backup of a different config.
+        DataError: if the dataset, cache or backup is unreadable. Nothing in the run folder has
+            been deleted or rewritten then.
     """
     # First: MultiWorkerMirroredStrategy has to configure TensorFlow before anything else does.
     strategy = select_strategy()
     chief, worker = is_chief(), task_id()[1]
     run_dir = Path(run_dir) if run_dir else config.run_dir()
+    # Every worker checks (nothing is written yet), so that they all refuse together rather than
+    # leave the others waiting for the chief in collective ops.
+    check_run_dir(run_dir, overwrite)
     state = read_backup(run_dir / BACKUP)
     if state is not None:
         _check_resumable(state, config, run_dir / BACKUP)
+    # The data is read and cached before the run folder is touched: a truncated file must fail
+    # here, not after the finished run's model has been deleted.
+    cache = cache_for(config, progress and chief)
+    data = cache, load_cache(cache, "train"), load_cache(cache, "val")
     policy = apply_precision(config.training.mixed_precision)
     try:
-        with seeded(config.seed, config.training.deterministic), \
-                output_dir(run_dir, chief, worker) as out:
-            if chief:
-                _prepare_run_dir(run_dir, config, resuming=state is not None)
-                if state is not None:
-                    print(f"resuming from epoch {state['epoch']} ({state['epoch']} of "
-                          f"{config.training.epochs} epochs done)", flush=True)
-            else:
-                print(f"worker {worker}: writing to temporary folder {out} (removed at the end)",
-                      flush=True)
-            summary = _fit(config, strategy, run_dir, out, state, progress and chief)
+        with seeded(config.seed, config.training.deterministic):
+            # Built before the run folder is touched too: a config the builder refuses fails here.
+            model = _build(config, strategy)
+            with output_dir(run_dir, chief, worker) as out:
+                if chief:
+                    _prepare_run_dir(run_dir, config, resuming=state is not None)
+                    if state is not None:
+                        print(f"resuming from epoch {state['epoch']} ({state['epoch']} of "
+                              f"{config.training.epochs} epochs done)", flush=True)
+                else:
+                    print(f"worker {worker}: writing to temporary folder {out} (removed at the end)",
+                          flush=True)
+                summary = _fit(config, strategy, model, run_dir, out, state, data, progress and chief)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     summary.update(dtype_policy=policy, chief=chief, worker=worker)
@@ -208,6 +227,8 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
+    if read_marker(run_dir) is None and not user_entries(run_dir):
+        write_marker(run_dir, RUN, "kerasmed train")  # a folder training made, not one it was given
     # Outputs of an earlier finished run would make this one look complete while it trains.
     (run_dir / "model.keras").unlink(missing_ok=True)
     (run_dir / "train_summary.json").unlink(missing_ok=True)
@@ -217,20 +238,26 @@ def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
     (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
-def _fit(config: Config, strategy, run_dir: Path, out: Path, state: dict | None, progress: bool) -> dict:
-    cache = cache_for(config, progress)
-    train_cases, val_cases = load_cache(cache, "train"), load_cache(cache, "val")
+def _build(config: Config, strategy) -> keras.Model:
+    """The compiled model, set up for the strategy's replicas and workers."""
+    with strategy.scope():
+        model = build_compiled_model(config)
+    if strategy.num_replicas_in_sync > 1:
+        synchronize_batch_norm(model)  # statistics of the global batch, however it is split
+    if is_multi_worker(strategy):
+        context = config.model.context_slices
+        spec = (tf.TensorSpec((None, None, None, context)), tf.TensorSpec((None, None, None, 1)))
+        enable_multi_worker_fit(model, strategy, spec)
+    return model
+
+
+def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path, state: dict | None,
+         data: tuple, progress: bool) -> dict:
+    cache, train_cases, val_cases = data
     replicas = strategy.num_replicas_in_sync
     s, t = config.sampling, config.training
     context = config.model.context_slices
     global_batch = s.batch_size * replicas  # `sampling.batch_size` is per replica
-    with strategy.scope():
-        model = build_compiled_model(config)
-    if replicas > 1:
-        synchronize_batch_norm(model)  # statistics of the global batch, however it is split
-    if is_multi_worker(strategy):
-        spec = (tf.TensorSpec((None, None, None, context)), tf.TensorSpec((None, None, None, 1)))
-        enable_multi_worker_fit(model, strategy, spec)
 
     skip = int(state.get("examples", 0)) if state else 0
 

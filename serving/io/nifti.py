@@ -13,6 +13,7 @@ nibabel is imported on first use so that `serving` imports with numpy alone.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
@@ -27,6 +28,11 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _DESCRIP_PREFIX = "kerasmed modality="
 # NIfTI has no bool or 64-bit-int-friendly readers everywhere; store these as the nearest safe type.
 _CAST = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
+# Deflate cannot expand data more than 1032-fold (a 258-byte match costs at least 2 bits; zlib
+# reaches 1030 on zeros), so a .nii.gz cannot hold more voxel bytes than 1032 times its own size.
+# A damaged header declaring more is refused before nibabel allocates the array (it allocates
+# first and finds the data missing after: gigabytes and seconds for a 68 KB file).
+_MAX_DEFLATE_RATIO = 1032
 
 
 def _nibabel():
@@ -110,6 +116,37 @@ def write_nifti(image: Image, path: str | os.PathLike) -> Path:
     return path
 
 
+def _unreadable(path: Path, err: Exception) -> DataError:
+    """The error for a file nibabel cannot read, on one line (nibabel's messages span several)."""
+    received = " ".join(f"{type(err).__name__}: {err}".split())
+    return DataError(
+        f"`{path}` must be a complete NIfTI file (header and voxel data); it could not be read. "
+        f"Received: {received}"
+    )
+
+
+def _check_declared_size(proxy, path: Path) -> None:
+    """Refuse a header that declares more voxel bytes than the file can hold (see
+    `_MAX_DEFLATE_RATIO`), before they are allocated."""
+    try:
+        shape = tuple(int(n) for n in proxy.shape)
+        needed = int(proxy.offset) + math.prod(shape) * np.dtype(proxy.dtype).itemsize
+    except (AttributeError, TypeError, ValueError, OverflowError):  # not an ArrayProxy: nibabel checks
+        return
+    size = path.stat().st_size
+    compressed = path.name.lower().endswith(".gz")
+    capacity = size * _MAX_DEFLATE_RATIO if compressed else size
+    if needed > capacity:
+        held = f"a {size}-byte file"
+        if compressed:
+            held += f" (gzip: at most {capacity} bytes once decompressed)"
+        raise DataError(
+            f"`{path}` must be a complete NIfTI file holding the voxel data its header declares "
+            f"(shape {shape}, {np.dtype(proxy.dtype)}: {needed} bytes with the header); it is "
+            f"truncated or its header is corrupt. Received: {held}"
+        )
+
+
 def read_nifti(path: str | os.PathLike) -> Image:
     """Read a NIfTI-1/2 file into an `Image` in array order `(z, y, x)` and LPS geometry.
 
@@ -124,7 +161,8 @@ def read_nifti(path: str | os.PathLike) -> Image:
         file's best affine (sform, else qform); modality from a kerasmed `descrip`, else "OT".
 
     Raises:
-        DataError: if the file is missing, not NIfTI, truncated, or not 2D/3D.
+        DataError: if the file is missing, not NIfTI, truncated (its header declares more voxel
+            data than it holds), empty, not 2D/3D, or its affine is not finite or degenerate.
 
     Example:
         >>> mask = read_nifti("case_000/nodules.nii.gz")      # uint8 (z, y, x)
@@ -133,22 +171,35 @@ def read_nifti(path: str | os.PathLike) -> Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"`path` must be an existing NIfTI file. Received: path={str(path)!r}")
+    # A damaged header (dims, scaling, affine) overflows in numpy; what comes out is checked below
+    # and in `read_image`, so numpy's floating-point warnings would only add noise.
     try:
-        nifti = nib.load(path)
-        data = np.asanyarray(nifti.dataobj)
-        affine = np.asarray(nifti.affine, float)
-        descrip = nifti.header.get("descrip")
+        with np.errstate(all="ignore"):
+            nifti = nib.load(path)  # the header only: voxel data is read below
+            descrip = nifti.header.get("descrip")
     except Exception as err:  # nibabel, gzip and numpy raise many types for a damaged file
-        raise DataError(
-            f"`{path}` must be a complete NIfTI file (header and voxel data); it could not be "
-            f"read. Received: {type(err).__name__}: {err}"
-        ) from err
+        raise _unreadable(path, err) from err
+    _check_declared_size(nifti.dataobj, path)
+    try:
+        with np.errstate(all="ignore"):
+            data = np.asanyarray(nifti.dataobj)
+            affine = np.asarray(nifti.affine, float)
+    except Exception as err:
+        raise _unreadable(path, err) from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
-    if data.ndim != 3:
-        raise DataError(f"`{path}` must hold a 2D or 3D image. Received: shape={data.shape}")
+    if data.ndim != 3 or data.size == 0:
+        raise DataError(
+            f"`{path}` must hold a 2D or 3D image with at least one voxel. "
+            f"Received: shape={data.shape}"
+        )
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise DataError(
+            f"`{path}` must have a finite 4x4 affine (sform or qform). "
+            f"Received: affine={affine.tolist()}"
+        )
     linear = affine[:3, :3]
     spacing_ijk = np.linalg.norm(linear, axis=0)
     if np.any(spacing_ijk <= 0):

@@ -9,6 +9,7 @@ import keras
 from kerasmed.cli import main
 from kerasmed.models.float32 import is_float32
 from serving.bundle import load_bundle
+from serving.ownership import read_marker
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.yaml"
 
@@ -58,3 +59,18 @@ def test_tiny_demo_end_to_end_passes_parity(tmp_path, capsys):
     bundle = load_bundle(run / "bundle")  # verifies every sha256
     assert bundle.parity["verdict"] == "pass"
     assert {a["format"] for a in bundle.artefacts} >= {"keras", "saved_model", "tflite", "onnx"}
+
+
+    # A rerun (`make demo` twice) replaces what the first run made, which it marked as its own:
+    # the dataset is reused as it is, the run is trained again and the report rewritten.
+    for folder in (tmp_path / "data", run, tmp_path / "report"):
+        assert read_marker(folder)["created_by"] == "kerasmed demo", folder
+    dataset = (tmp_path / "data" / "dataset.json").stat().st_mtime_ns
+    trained = (run / "train_summary.json").stat().st_mtime_ns
+    code = main(["--quiet", "demo", "--workdir", str(tmp_path), "--config", str(CONFIG),
+                 "--profile", "tiny"])
+    out = capsys.readouterr().out
+    assert code == 0 and "report folder:" in out, out
+    assert (tmp_path / "data" / "dataset.json").stat().st_mtime_ns == dataset
+    assert (run / "train_summary.json").stat().st_mtime_ns != trained
+    assert "steps_per_epoch: 3" in (run / "config.yaml").read_text()

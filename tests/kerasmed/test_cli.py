@@ -1,8 +1,11 @@
 """The CLI's contract: helpful --help, and user errors as one line with exit code 2."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,140 @@ def test_nan_pad_value_is_one_line_exit_2(tmp_path, how):
     _assert_one_line_error(
         out, "preprocessing.pad_value", "finite", "Received: preprocessing.pad_value=nan"
     )
+
+
+# Issue 6: each of these gave a traceback, ran on silently, or said something misleading.
+def _write_config(path, **sections):
+    """The shipped config with some keys replaced: `_write_config(p, model={"depth": 4})`."""
+    import yaml
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("sections, needles", [
+    ({"sampling": {"patch_size": [60, 64]}}, ("sampling.patch_size", "2**model.depth = 8", "[60, 64]")),
+    ({"preprocessing": {"size": [None, 250, 250]}}, ("preprocessing.size", "[None, 250, 250]")),
+    ({"model": {"hu_window": [400, -1000]}}, ("model.hu_window", "low < high", "[400, -1000]")),
+    ({"model": {"num_classes": 3}}, ("model.class_names", "model.num_classes=3")),
+    ({"synthetic": {"split_fractions": [0.9, 0.3, -0.2]}}, ("synthetic.split_fractions", "[0.9, 0.3, -0.2]")),
+])
+def test_config_rules_are_one_line_exit_2_before_training(tmp_path, sections, needles):
+    bad = _write_config(tmp_path / "bad.yaml", **sections)
+    _assert_one_line_error(run_cli("train", bad, "--run-dir", tmp_path / "run"), str(bad), *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_and_non_utf8_config_files_are_one_line_exit_2(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    _assert_one_line_error(run_cli("train", empty), str(empty), "Received: an empty file")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(CONFIG.read_bytes() + "# café\n".encode("latin-1"))
+    _assert_one_line_error(run_cli("generate", latin), str(latin), "must be UTF-8", "0xe9")
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("training.epochs=[1,", ("override `training.epochs` must be valid YAML", "'training.epochs=[1,'")),
+    ("noequals", ("`--set`", "section.key=value", "'noequals'")),
+])
+def test_malformed_set_is_one_line_exit_2(override, needles):
+    _assert_one_line_error(run_cli("train", CONFIG, "--set", override), *needles)
+
+
+def _fake_run(run_dir, model_bytes, config_text=None):
+    """A run folder as `train` leaves it, as far as `evaluate`/`export` look before loading."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config_text or CONFIG.read_text())
+    (run_dir / "model.keras").write_bytes(model_bytes)
+    return run_dir
+
+
+def test_non_utf8_run_config_is_one_line_exit_2(tmp_path):
+    run = _fake_run(tmp_path / "run", b"")
+    (run / "config.yaml").write_bytes(b"name: caf\xe9\n")
+    with zipfile.ZipFile(run / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    for command in ("evaluate", "export"):
+        _assert_one_line_error(run_cli(command, run), str(run / "config.yaml"), "must be UTF-8")
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate"])
+def test_truncated_model_keras_is_one_line_exit_2(tmp_path, command):
+    # Keras said "File not found" for this file, which exists.
+    run = _fake_run(tmp_path / "run", b"PK\x03\x04" + bytes(300))
+    _assert_one_line_error(
+        run_cli(command, run), f"`{run / 'model.keras'}` must be a readable .keras archive",
+        "truncated or corrupt", "Received: a 304-byte file that is not a zip archive",
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "model.keras"]
+
+
+def test_compare_refuses_a_file_as_output_before_any_work(tmp_path):
+    report = tmp_path / "report.md"
+    report.write_text("mine")
+    # The bundle does not even exist: the output is checked first.
+    _assert_one_line_error(run_cli("compare", tmp_path / "no_bundle", "--output", report),
+                           "`--output` (the report folder) must be a folder", str(report))
+    assert report.read_text() == "mine"
+
+
+def test_empty_mask_path_cell_is_one_line_exit_2(tmp_path):
+    # An empty cell used to become the data folder itself, read as a DICOM series.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.npy").write_bytes(b"")
+    (data / "manifest.csv").write_text(
+        "case_id,image_path,mask_path,split\nc0,a.npy,a.npy,train\nc1,a.npy,,val\n")
+    _assert_one_line_error(
+        run_cli("train", CONFIG, "--set", f"data.root={data}", "--run-dir", tmp_path / "run"),
+        "`mask_path` must name a file in every row", "case 'c1' (line 3)",
+    )
+
+
+def test_demo_finds_its_default_config_from_any_folder(tmp_path):
+    # `--config` defaulted to configs/lung_nodule_seg_2d.yaml relative to the current folder, so
+    # outside the repository `kerasmed demo` failed with "Config file not found". A bad override
+    # shows the shipped config was read, and stops the demo before it writes anything.
+    out = run_cli("demo", "--workdir", tmp_path / "w", "--set", "model.depth=0", cwd=tmp_path)
+    _assert_one_line_error(out, "lung_nodule_seg_2d.yaml", "model.depth")
+    assert "not found" not in out.stderr
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_sigterm_during_generate_cleans_up_and_exits_143(tmp_path):
+    # SIGTERM (what `kill`, a scheduler or the worker launcher sends) used to kill the process
+    # at once and leave the hidden temporary dataset folder behind. It now unwinds like Ctrl-C.
+    out = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerasmed.cli", "--quiet", "generate", str(CONFIG), "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # Generation has begun writing once its temporary sibling folder exists.
+        while not any(p.name.startswith(".data.tmp") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "generate never started writing"
+            time.sleep(0.05)
+        time.sleep(1.0)  # mid-dataset: 64 cases take well over a second
+        assert proc.poll() is None, "generate finished before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, (stdout, stderr)
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        "kerasmed generate: terminated (SIGTERM)"
+    ], stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary or partial folder

@@ -75,3 +75,13 @@ def test_multi_input_and_dict_output_models_run_compiled():
     runner = KerasRunner(model)
     x, y = np.ones((2, 4), np.float32), np.full((2, 4), 2.0, np.float32)
     assert_allclose(runner.run({"a": x, "b": y})["sum"], x + y)
+
+
+def test_truncated_model_file_is_a_bundle_error_naming_it(tmp_path):
+    # Keras reports a cut archive as "File not found", for a file that exists.
+    tiny_unet().save(tmp_path / "model.keras")
+    data = (tmp_path / "model.keras").read_bytes()
+    (tmp_path / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"model\.keras` must be a readable \.keras archive \(a zip "
+                       r"file\); it is truncated or corrupt\. Received: a \d+-byte file"):
+        KerasRunner(tmp_path / "model.keras")

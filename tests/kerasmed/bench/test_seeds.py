@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.kerasmed.bench.test_train_bench import CONFIG, TINY
 
 KERASMED = Path(sys.executable).parent / "kerasmed"
@@ -37,3 +39,19 @@ def test_bench_seeds_refuses_repeated_seeds(tmp_path):
                            "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "distinct" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_seeds_refuses_a_run_folder_it_did_not_make(tmp_path):
+    from kerasmed.bench.seeds import run_seed_bench
+    from kerasmed.config import load_config
+    from serving.errors import ConfigError
+
+    run = tmp_path / "runs" / "seed7" / "lung_nodule_seg_2d"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"someone's model")
+    config = load_config(CONFIG, [f"data.root={tmp_path / 'absent'}"])
+    with pytest.raises(ConfigError, match=r"The run folder of seed 7 must be .*no \.kerasmed marker.*"
+                       r"Choose another output folder"):
+        run_seed_bench(config, [3, 7], tmp_path, progress=False)
+    assert (run / "model.keras").read_bytes() == b"someone's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # checked before anything is written

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,10 @@ from kerasmed.data.synthetic_ct import make_case
 from serving.errors import ConfigError, DataError
 from serving.image import PHI_KEYS
 from serving.io import read_dicom_series, read_nifti
+from serving.ownership import DATASET, read_marker
+from tests.helpers import assert_one_line_error, folder_digest, kerasmed_process
 
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "lung_nodule_seg_2d.yaml"
 SHAPE = (16, 96, 96)
 # int16 DICOM storage with slope 1 rounds to whole HU.
 HU_ATOL = 0.5 + 1e-3
@@ -33,11 +37,14 @@ def test_layout_and_manifest(dataset):
     root, manifest_path = dataset
     assert manifest_path == root / "manifest.csv"
     assert sorted(p.name for p in root.iterdir()) == [
+        ".kerasmed",
         "cases",
         "dataset.json",
         "manifest.csv",
         "nodules.csv",
     ]
+    marker = read_marker(root)  # what made the folder, so that only kerasmed ever replaces it
+    assert marker["kind"] == DATASET and marker["created_by"] == "kerasmed generate"
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
     manifest = pd.read_csv(manifest_path)
     assert list(manifest.columns) == MANIFEST_COLUMNS
@@ -106,13 +113,40 @@ def test_existing_other_content_needs_overwrite(tmp_path):
     root = tmp_path / "synthetic"
     root.mkdir()
     (root / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match="overwrite=True.*Received: root="):
+    with pytest.raises(DataError, match=r"no \.kerasmed marker.*Pass --overwrite \(Python: "
+                       r"overwrite=True\).*Received: .*synthetic holding 'notes.txt'"):
         generate_dataset(root, num_cases=2, seed=1, shape=SHAPE, progress=False)
+    assert (root / "notes.txt").read_text() == "mine"
     generate_dataset(root, num_cases=2, seed=1, shape=SHAPE, progress=False, overwrite=True)
     assert not (root / "notes.txt").exists()
-    with pytest.raises(DataError, match="parameters="):
+    # Even a dataset generate made is replaced by one of other parameters only on request.
+    with pytest.raises(DataError, match=r"parameters \{.*'seed': 2.*marker says: synthetic dataset "
+                       r"made by kerasmed generate.*--overwrite"):
         generate_dataset(root, num_cases=2, seed=2, shape=SHAPE, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+def test_a_file_is_never_replaced(tmp_path):
+    root = tmp_path / "synthetic"
+    root.write_text("not a folder")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="must be a folder. Received: .*synthetic is a file"):
+            generate_dataset(root, num_cases=2, seed=1, shape=SHAPE, progress=False, overwrite=overwrite)
+    assert root.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+def test_cli_refuses_a_folder_it_did_not_make_and_names_the_flag(tmp_path):
+    root = tmp_path / "mine"
+    (root / "scans").mkdir(parents=True)
+    (root / "scans" / "IM0001.dcm").write_bytes(b"\x00" * 200)
+    (root / "notes.txt").write_text("mine")
+    before = folder_digest(root)
+    proc = kerasmed_process("generate", CONFIG, "--set", "synthetic.num_cases=2", "--output", root)
+    assert_one_line_error(proc, "kerasmed generate: error:", "Pass --overwrite", "no .kerasmed marker",
+                          f"Received: {root} holding 'notes.txt', 'scans'")
+    assert folder_digest(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left
 
 
 def test_split_counts_and_bad_arguments(tmp_path):

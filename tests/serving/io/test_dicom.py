@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 
 import numpy as np
@@ -153,6 +154,27 @@ def test_truncated_file_error_names_the_file(tmp_path):
         read_dicom_series(folder)
 
 
+@pytest.mark.parametrize("size", [132, 200, 1000])
+def test_file_cut_before_its_pixels_is_not_readable_not_a_missing_uid(tmp_path, size):
+    # pydicom reads a file cut in its header as a short dataset; this was reported as a slice
+    # lacking SeriesInstanceUID (or PixelSpacing), which sent users looking at the wrong thing.
+    folder = write_dicom_series(_ct(shape=(3, 16, 16)), tmp_path / "ct")
+    data = (folder / "IM0002.dcm").read_bytes()
+    (folder / "IM0002.dcm").write_bytes(data[:size])
+    with pytest.raises(DataError, match=rf"readable DICOM image file; `.*IM0002\.dcm` holds no pixel "
+                       rf"data: it is truncated or corrupt.*Received: a {size}-byte file"):
+        read_dicom_series(folder)
+
+
+def test_folder_of_garbage_files_names_the_first_file(tmp_path):
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for name in ("a.dcm", "b.dcm"):
+        (folder / name).write_bytes(os.urandom(200))
+    with pytest.raises(DataError, match=r"DICOM Part 10 file.*Could not read `.*a\.dcm`"):
+        read_dicom_series(folder)
+
+
 def test_two_series_need_a_series_uid(tmp_path):
     a = write_dicom_series(_ct(shape=(3, 6, 6), seed=1), tmp_path / "a", uid_entropy="a")
     b = write_dicom_series(_ct(shape=(4, 6, 6), seed=2), tmp_path / "b", uid_entropy="b")
@@ -190,3 +212,75 @@ def test_write_refuses_existing_folder_unless_overwrite(tmp_path):
 def test_write_refuses_2d_image(tmp_path):
     with pytest.raises(DataError, match="must be 3D"):
         write_dicom_series(Image(np.zeros((4, 4)), (1, 1)), tmp_path / "ct")
+
+
+def _damage(path, keyword, value):
+    """Write an out-of-standard value, as a damaged or badly written file holds it. A value
+    pydicom will not write (not a number at all) is written as a placeholder of the same length,
+    then swapped in byte for byte."""
+    import warnings
+
+    garbled = "x" in value
+    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about writing the invalid value itself
+        setattr(ds, keyword, value.replace("x", "9") if garbled else value)
+        ds.save_as(path)
+    if garbled:
+        data = path.read_bytes()
+        assert data.count(value.replace("x", "9").encode()) == 1
+        path.write_bytes(data.replace(value.replace("x", "9").encode(), value.encode()))
+
+
+@pytest.mark.parametrize(
+    "keyword, value, rule",
+    [
+        # Each found by the seeded fuzzer (tests/serving/test_fuzz.py): a ValueError/TypeError
+        # from numpy, or an Image with NaN geometry.
+        ("ImageOrientationPatient", ["1", "0", "0"], "`ImageOrientationPatient` in `{}` must be 6 "
+         "finite numbers. Received: ['1', '0', '0']"),
+        ("ImageOrientationPatient", ["1", "0", "0", "0", "1", "0", "0"], "must be 6 finite numbers"),
+        ("ImageOrientationPatient", ["nan"] * 6, "must be 6 finite numbers. Received: ['nan', "),
+        ("ImageOrientationPatient", ["1e-200"] * 6, "must hold two non-parallel unit vectors in `{}`"),
+        ("ImageOrientationPatient", ["1e308", "0", "0", "0", "1e308", "0"], "non-parallel unit vectors"),
+        ("ImagePositionPatient", ["0", "0"], "`ImagePositionPatient` in `{}` must be 3 finite numbers"),
+        ("ImagePositionPatient", ["inf", "0", "0"], "must be 3 finite numbers. Received: ['inf', "),
+        ("PixelSpacing", ["1"], "`PixelSpacing` in `{}` must be 2 positive finite numbers"),
+        ("PixelSpacing", ["0", "0"], "must be 2 positive finite numbers. Received: ['0', '0']"),
+        ("RescaleIntercept", "0.0\\0.0", "`RescaleIntercept` in `{}` must be 1 finite number"),
+        ("RescaleIntercept", "-10x47", "must be 1 finite number. Received: ['-10x47']"),
+        ("RescaleSlope", "nan", "`RescaleSlope` in `{}` must be 1 finite number"),
+        ("RescaleSlope", "1e38", "must map the stored pixels to finite float32 values"),
+    ],
+)
+def test_damaged_geometry_and_rescale_values_are_refused_naming_file_and_tag(
+    tmp_path, keyword, value, rule
+):
+    folder = write_dicom_series(_ct(shape=(3, 6, 6)), tmp_path / "ct")
+    for path in folder.iterdir():  # every slice, so that the slices still agree with each other
+        _damage(path, keyword, value)
+    with pytest.raises(DataError, match=re.escape(rule.format(folder / "IM0001.dcm"))) as info:
+        read_dicom_series(folder)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "12.3x5"])
+def test_single_slice_gap_must_be_a_finite_positive_number(tmp_path, value):
+    folder = write_dicom_series(_ct(shape=(1, 6, 6)), tmp_path / "ct")
+    _damage(folder / "IM0001.dcm", "SpacingBetweenSlices", value)
+    with pytest.raises(DataError, match=r"`SpacingBetweenSlices` in `.*IM0001\.dcm` must be"):
+        read_dicom_series(folder)
+
+
+def test_unknown_value_representation_is_refused_naming_file_and_tag(tmp_path):
+    # A flipped bit turns the VR "DS" of PixelSpacing into an unknown one; pydicom only notices
+    # when the value is first read, after `dcmread` has returned.
+    folder = write_dicom_series(_ct(shape=(2, 6, 6)), tmp_path / "ct")
+    path = folder / "IM0001.dcm"
+    data = path.read_bytes()
+    element = b"\x28\x00\x30\x00DS"
+    assert data.count(element) == 1
+    path.write_bytes(data.replace(element, b"\x28\x00\x30\x00DQ"))
+    with pytest.raises(DataError, match=r"`PixelSpacing` in `.*IM0001\.dcm` must be a readable "
+                       r"DICOM value\. Received: NotImplementedError: Unknown Value Representation"):
+        read_dicom_series(folder)

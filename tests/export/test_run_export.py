@@ -1,0 +1,22 @@
+import pytest
+
+from export.run_export import compare_bundle, load_run_model
+from serving.errors import ConfigError, DataError
+
+
+def test_compare_refuses_a_file_as_report_folder_before_any_work(tmp_path):
+    report = tmp_path / "report.md"
+    report.write_text("mine")
+    # No bundle at all: the report folder is checked first, so nothing is read or run.
+    with pytest.raises(ConfigError, match=r"`out_dir` \(the report folder\) must be a folder\. "
+                       r"Received: .*report\.md is a file"):
+        compare_bundle(tmp_path / "no_bundle", out_dir=report)
+    assert report.read_text() == "mine"
+
+
+def test_truncated_run_model_names_the_file(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(DataError, match=r"model\.keras` must be a readable \.keras archive.*"
+                       r"Received: a 104-byte file that is not a zip archive"):
+        load_run_model(path)
