@@ -1,6 +1,11 @@
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 
+from kerasmed.data import pipeline
 from kerasmed.data.augment import RandomAugment2D
 from kerasmed.data.cache import CachedCase
 from kerasmed.data.pipeline import make_train_dataset, make_val_dataset
@@ -143,3 +148,22 @@ def test_windowed_crop_equals_cropping_whole_slice_stacks():
         assert image.dtype == np.float32 and image.flags.c_contiguous
         if positive:
             assert mask.any()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads are reniced on Linux only")
+def test_crop_runs_on_a_lower_priority_thread_and_the_main_thread_is_left_alone(monkeypatch):
+    seen = []
+    crop = pipeline.SliceSampler.crop_batch
+
+    def recording(self, *args):
+        out = crop(self, *args)
+        tid = threading.get_native_id()
+        seen.append((tid, os.getpriority(os.PRIO_PROCESS, tid)))
+        return out
+
+    monkeypatch.setattr(pipeline.SliceSampler, "crop_batch", recording)
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    _batches(make_train_dataset(_cases(), 1, (16, 16), 4, 0.5, seed=0), 3)
+    assert seen and all(tid != threading.get_native_id() for tid, _ in seen)
+    assert {nice for _, nice in seen} == {min(19, main + pipeline.PIPELINE_NICE)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main
