@@ -348,8 +348,7 @@ def _pydicom_file(name: str) -> Path:
     import pydicom
 
     path = Path(pydicom.__file__).parent / "data" / "test_files" / name
-    if not path.is_file():
-        pytest.skip(f"pydicom test file {name} is not installed")
+    assert path.is_file(), f"pydicom's wheel must ship its test file {name}: {path}"
     return path
 
 
@@ -357,8 +356,7 @@ def _nibabel_file(name: str) -> Path:
     import nibabel
 
     path = Path(nibabel.__file__).parent / "tests" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"nibabel test file {name} is not installed")
+    assert path.is_file(), f"nibabel's wheel must ship its test file {name}: {path}"
     return path
 
 
