@@ -486,6 +486,7 @@ def run_parity(
         reference_provider = f"{reference.provider}, {tensorflow_precision(tf)}"
         for case_id, image in tqdm(cases, desc="parity", unit="case", disable=not progress):
             case_id = str(case_id)
+            image.require_grey(f"Parity (case {case_id!r})")
             volume, _ = preprocess(image, spec)
             inputs = _CaseInputs(volume, batch_size)
             expected, seconds = _timed_predict(reference, inputs)

@@ -3,6 +3,20 @@
 Axis order: `array` is indexed `[z, y, x]` for volumes (slice, row, column) and `[y, x]` for 2D
 images, i.e. numpy C order with the slowest-varying axis first. `spacing` follows the same order.
 
+Channels: a grey image (`channels == 1`, the default) has no channel axis. A colour or multi-channel
+image (RGB photograph, RGBA, a microscope's stains) has `channels > 1` and one trailing channel
+axis: `array` is `(y, x, C)` or `(z, y, x, C)`. So an RGB PNG is `(H, W, 3)` with `channels=3` and
+2D geometry, never a volume of 3 slices. Geometry is spatial only: `shape`, `ndim`, `spacing`,
+`origin` and `direction` describe the grid without the channel axis, so
+`array.shape == shape + (channels,)` when `channels > 1`. A step that needs a grey image calls
+`require_grey`, which refuses a multi-channel one with a `DataError`.
+
+Unknown spacing: formats that may not record voxel size (`.npy`, PNG, JPEG, TIFF without
+resolution tags) get 1.0 on the axes they cannot tell, and the reader lists those axes in
+`metadata["spacing_assumed_axes"]` (with `metadata["spacing_source"] == "assumed"` when none is
+known). `assumed_spacing_axes` reads it; `serving.preprocessing.preprocess` refuses to resample
+such an axis to a target spacing rather than treat 1.0 as millimetres.
+
 Geometry is in DICOM patient coordinates (LPS, millimetres): the physical position of the centre of
 voxel `index` (in array order) is `origin + direction @ (index * spacing)`, where column `a` of
 `direction` is the unit vector of array axis `a`. For a plain axial CT, `direction` is
@@ -53,15 +67,20 @@ class Image:
     """An array with its physical geometry and non-identifying metadata.
 
     Args:
-        array: voxel values, shape `(z, y, x)` or `(y, x)`. CT values are Hounsfield units.
-        spacing: voxel size in mm, one positive value per array axis, in array order.
-        origin: LPS position (mm) of the centre of the first voxel, one value per array axis.
-        direction: `(ndim, ndim)` matrix; column `a` is the LPS unit vector of array axis `a`.
+        array: voxel values, shape `(z, y, x)` or `(y, x)` for a grey image, `(z, y, x, C)` or
+            `(y, x, C)` when `channels = C > 1`. CT values are Hounsfield units.
+        spacing: voxel size in mm, one positive value per spatial axis, in array order.
+        origin: LPS position (mm) of the centre of the first voxel, one value per spatial axis.
+        direction: `(ndim, ndim)` matrix; column `a` is the LPS unit vector of spatial axis `a`.
         modality: e.g. "CT", "MR", "SEG" for label maps.
-        metadata: extra non-identifying facts; never holds keys from `PHI_KEYS`.
+        metadata: extra non-identifying facts; never holds keys from `PHI_KEYS`. Readers may set
+            "spacing_source" ("file", "sidecar", "argument" or "assumed"),
+            "spacing_assumed_axes" (see the module docstring) and "color_mode" (e.g. "RGB").
+        channels: 1 for a grey image (no channel axis), else the length of the trailing
+            channel axis.
 
     Raises:
-        DataError: if the geometry does not match the array.
+        DataError: if the geometry or `channels` does not match the array.
     """
 
     array: np.ndarray
@@ -70,12 +89,24 @@ class Image:
     direction: np.ndarray | None = None
     modality: str = "OT"
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    channels: int = 1
 
     def __post_init__(self):
         array = np.asarray(self.array)
-        ndim = array.ndim
-        if ndim not in (2, 3):
+        channels = self.channels
+        if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+            raise DataError(
+                f"`channels` must be a positive integer (1 = grey). Received: channels={channels!r}"
+            )
+        channels = int(channels)
+        ndim = array.ndim - (channels > 1)
+        if channels == 1 and ndim not in (2, 3):
             raise DataError(f"`array` must be 2D (y, x) or 3D (z, y, x). Received: shape={array.shape}")
+        if channels > 1 and (ndim not in (2, 3) or array.shape[-1] != channels):
+            raise DataError(
+                f"`array` must be (y, x, {channels}) or (z, y, x, {channels}) for an image with "
+                f"channels={channels}. Received: shape={array.shape}"
+            )
         spacing = tuple(float(s) for s in self.spacing)
         if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise DataError(
@@ -99,14 +130,49 @@ class Image:
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
+        object.__setattr__(self, "channels", channels)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.array.shape
+        """The spatial grid: `array.shape` without the channel axis."""
+        return self.array.shape[: self.ndim]
 
     @property
     def ndim(self) -> int:
-        return self.array.ndim
+        """Number of spatial axes (2 or 3), the length of `spacing`."""
+        return self.array.ndim - (self.channels > 1)
+
+    @property
+    def assumed_spacing_axes(self) -> tuple[int, ...]:
+        """Spatial axes whose spacing the reader did not know and set to 1.0 (see module doc)."""
+        if self.metadata.get("spacing_source") == "assumed":
+            return tuple(range(self.ndim))
+        return tuple(int(a) for a in self.metadata.get("spacing_assumed_axes", ()))
+
+    def describe_channels(self) -> str:
+        """"a grey image", or e.g. "an RGB image (3 channels)", for messages."""
+        if self.channels == 1:
+            return "a grey image"
+        name = self.metadata.get("color_mode")
+        if not isinstance(name, str) or not name:
+            return f"a {self.channels}-channel image"
+        article = "an" if name[0].upper() in "AEFHILMNORSX" else "a"
+        return f"{article} {name} image ({self.channels} channels)"
+
+    def require_grey(self, what: str) -> None:
+        """Refuse a multi-channel image in a step that needs one value per voxel.
+
+        Args:
+            what: the step and, where known, the file, e.g. "Writing NIfTI `mask.nii.gz`".
+
+        Raises:
+            DataError: if `channels > 1`.
+        """
+        if self.channels > 1:
+            raise DataError(
+                f"{what} requires a grey image (one value per voxel, no channel axis). "
+                f"Received: {self.describe_channels()}, array shape={self.array.shape}"
+            )
 
     def affine(self) -> np.ndarray:
         """4x4 (or 3x3 for 2D) matrix mapping homogeneous array indices to LPS millimetres."""
@@ -127,11 +193,20 @@ class Image:
         return point @ np.linalg.inv(self.direction).T / np.asarray(self.spacing)
 
     def with_array(self, array: np.ndarray, **changes) -> Image:
-        """A copy with a new array (same shape unless geometry is changed too)."""
+        """A copy with a new array (same grid unless geometry is changed too).
+
+        An array of exactly the spatial `shape` (e.g. a mask predicted on an RGB image) makes a
+        grey image unless `channels` is given.
+        """
+        if "channels" not in changes and self.channels > 1 and np.shape(array) == self.shape:
+            changes["channels"] = 1
         return dataclasses.replace(self, array=array, **changes)
 
     def same_geometry(self, other: Image, atol: float = 1e-3) -> bool:
-        """Whether two images share shape, spacing, origin and direction."""
+        """Whether two images share the spatial grid: shape, spacing, origin and direction.
+
+        Channels are not compared: a grey mask lies on its RGB image's grid.
+        """
         return (
             self.shape == other.shape
             and np.allclose(self.spacing, other.spacing, atol=atol)

@@ -136,10 +136,12 @@ def predict_image(
         `probs_preprocessed` is `record.output_shape + (C,)`.
 
     Raises:
-        DataError: if `image.array` is not real numbers (e.g. complex) or holds NaN or +-inf,
-            naming `image` and counting them; `preprocess` checks the source array before it
-            resamples anything, and the runner checks every batch again.
+        DataError: if `image` is not grey (the model's channels are neighbouring slices, so an
+            RGB image is refused), or `image.array` is not real numbers (e.g. complex) or holds
+            NaN or +-inf, naming `image` and counting them; `preprocess` checks the source array
+            before it resamples anything, and the runner checks every batch again.
     """
+    image.require_grey("`predict_image`")
     volume, record = preprocess(image, spec)
     probs = predict_slices(runner, volume, batch_size)
     return invert(probs, record, order="linear", fill=0.0), probs, record

@@ -11,6 +11,11 @@ Steps, per array axis:
 
 `invert` undoes both, returning an array on the source grid.
 
+A multi-channel image (`image.channels > 1`, e.g. RGB) is resampled and cropped on its spatial
+axes only; its trailing channel axis passes through untouched. An axis whose spacing the reader
+assumed (`image.assumed_spacing_axes`, e.g. a `.npy` without a sidecar) is never resampled to a
+target spacing: `preprocess` refuses, so 1.0 is never taken for millimetres.
+
 Example:
     >>> spec = PreprocessSpec(target_spacing=(None, 1.5, 1.5), size=(None, 240, 240))
     >>> x, record = preprocess(image, spec)          # x: (z, 240, 240) float32
@@ -198,24 +203,42 @@ def preprocess(
     """Resample and crop/pad an image into model input.
 
     Args:
-        image: source image; `image.array` shape `(z, y, x)` (or `(y, x)`).
-        spec: the preprocessing spec (from the config or a bundle manifest).
+        image: source image; `image.array` shape `(z, y, x)` (or `(y, x)`), plus a trailing
+            channel axis `C` when `image.channels > 1`.
+        spec: the preprocessing spec (from the config or a bundle manifest), one entry per
+            spatial axis.
         order: "linear" for intensities, "nearest" for label maps.
 
     Returns:
-        `(array, record)`: `array` has shape `record.output_shape` (float32 for "linear");
-        `record` lets `invert` map model output back to `image`'s grid.
+        `(array, record)`: `array` has shape `record.output_shape` (plus `(C,)` for a
+        multi-channel image; float32 for "linear"); `record` lets `invert` map model output back
+        to `image`'s grid.
 
     Raises:
         DataError: if the image array is not real numbers (e.g. complex) or holds NaN or +-inf
-            (counted in the message), or its rank does not match the spec.
+            (counted in the message), its spatial rank does not match the spec, or the spec
+            resamples an axis whose spacing the reader only assumed.
     """
     record = plan(image.shape, image.spacing, spec)
+    assumed = [a for a in image.assumed_spacing_axes if spec.target_spacing[a] is not None]
+    if assumed:
+        raise DataError(
+            f"Resampling to `target_spacing` needs the image's real spacing, but the spacing of "
+            f"axes {assumed} is unknown (the reader assumed 1.0): give it with a sidecar JSON "
+            '(`<file>.json` or `<stem>.json` holding {"spacing": [...]}) or the reader\'s `spacing` '
+            "argument, or keep the source spacing (null) on those axes. Received: "
+            f"spacing={image.spacing} ({image.metadata.get('spacing_source', 'assumed')}), "
+            f"target_spacing={spec.target_spacing}"
+        )
     # Before resampling, which would smear one NaN over its neighbours.
     array = finite_real_array(image.array, "`image`")
-    resampled = resample_array(array, record.resampled_shape, order)
+    channels = array.shape[image.ndim :]  # () for grey, (C,) untouched by both steps
+    resampled = resample_array(array, record.resampled_shape + channels, order)
     fill = spec.pad_value if order == "linear" else 0
-    return _crop_or_pad(resampled, record.crop_start, record.output_shape, fill), record
+    out = _crop_or_pad(
+        resampled, record.crop_start + (0,) * len(channels), record.output_shape + channels, fill
+    )
+    return out, record
 
 
 def invert(array: np.ndarray, record: PreprocessRecord, order: str = "linear", fill: float = 0.0):

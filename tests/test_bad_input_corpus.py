@@ -495,15 +495,50 @@ def _(w):
 
 @case("data/image-unknown-suffix")
 def _(w):
-    path = w.file("scan.png", b"\x89PNG\r\n")
-    return Api(_read(path), DataError, (f"Unknown image format for `{path}`", "Received: suffix='.png'"))
+    path = w.file("scan.mha", b"ObjectType = Image\n")
+    return Api(_read(path), DataError, (f"Unknown image format for `{path}`", "Received: suffix='.mha'"))
+
+
+@case("data/png-zero-byte")
+def _(w):
+    path = w.file("scan.png", b"")
+    return Api(_read(path), DataError, (f"`{path}` must be a complete PNG, JPEG or TIFF image",
+                                        "Received: UnidentifiedImageError"))
+
+
+@case("data/rgb-where-grey-required")
+def _(w):
+    import PIL.Image
+
+    from serving.io import read_image, write_nifti
+
+    path = w.path / "photo.png"
+    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    out = w.path / "photo.nii.gz"
+    return Api(lambda: write_nifti(read_image(path), out), DataError,
+               (f"Writing NIfTI `{out}` requires a grey image",
+                "Received: an RGB image (3 channels), array shape=(8, 8, 3)"))
+
+
+@case("data/tiff-truncated")
+def _(w):
+    import io
+
+    import PIL.Image
+
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(np.arange(4096, dtype=np.uint16).reshape(64, 64)).save(buffer, format="TIFF")
+    path = w.file("scan.tif", buffer.getvalue()[:4000])
+    return Api(_read(path), DataError, (f"`{path}` must be a complete PNG, JPEG or TIFF image",
+                                        "Received:"))
 
 
 @case("data/image-format-unknown")
 def _(w):
     path = w.file("x.npy", _npy_bytes(np.zeros((4, 8, 8), np.float32)))
-    return Api(_read(path, format="jpeg"), ConfigError,
-               ("Unknown image format; valid formats: ['dicom', 'nifti', 'npy']", "Received: format='jpeg'"))
+    return Api(_read(path, format="mha"), ConfigError,
+               ("Unknown image format; valid formats: [", "'npy', 'npz', 'png', 'tiff']",
+                "Received: format='mha'"))
 
 
 def _nifti(w: Work, rel: str, array, spacing=(2.5, 1.0, 1.0)) -> Path:

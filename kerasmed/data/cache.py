@@ -62,6 +62,9 @@ def build_cache(
         for row in tqdm(manifest.itertuples(), total=len(manifest), desc="cache", disable=not progress):
             image = read_image(row.image_path)
             mask = read_image(row.mask_path)
+            # The model's channels are neighbouring slices, so an RGB image has no place here.
+            image.require_grey(f"The slice cache (case {row.case_id}, `{row.image_path}`)")
+            mask.require_grey(f"The slice cache (case {row.case_id}, `{row.mask_path}`)")
             check_case_geometry(image, mask, row.case_id, row.mask_path)
             x, _ = preprocess(image, spec)
             y, _ = preprocess(mask, spec, order="nearest")

@@ -75,21 +75,23 @@ def write_nifti(image: Image, path: str | os.PathLike) -> Path:
     reader never sees a half-written file.
 
     Args:
-        image: 3D `Image`, array `(z, y, x)`; bool is stored as uint8, 64-bit ints as 32-bit.
+        image: 3D grey `Image`, array `(z, y, x)`; bool is stored as uint8, 64-bit ints as
+            32-bit.
         path: destination ending in `.nii` or `.nii.gz` (gzip-compressed).
 
     Returns:
         The written path.
 
     Raises:
-        DataError: if the image is not 3D, `path` has another suffix, or the dtype cannot be
-            stored.
+        DataError: if the image is not 3D or not grey (`channels > 1`, e.g. RGB), `path` has
+            another suffix, or the dtype cannot be stored.
     """
     nib = _nibabel()
     path = Path(path)
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         raise DataError(f"`path` must end in .nii or .nii.gz. Received: path={str(path)!r}")
+    image.require_grey(f"Writing NIfTI `{path}`")
     if image.ndim != 3:
         raise DataError(
             f"`image` must be 3D (z, y, x) to be written as NIfTI. Received: shape={image.shape}"

@@ -13,56 +13,34 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from serving.array_checks import finite_real_array
 from serving.errors import ConfigError, DataError
 from serving.image import Image
-from serving.io.dicom import read_dicom_series
+from serving.io.dicom import read_dicom_file, read_dicom_series
 from serving.io.nifti import read_nifti
-
-
-def read_npy(path: str | os.PathLike) -> Image:
-    """Read a plain `.npy` array as an `Image` with unit spacing and the default geometry.
-
-    Args:
-        path: a `.npy` file holding a 2D `(y, x)` or 3D `(z, y, x)` numeric array.
-
-    Returns:
-        An `Image` with spacing 1 mm per axis, origin 0 and axial direction; modality "OT".
-
-    Raises:
-        DataError: if the file is missing, not a readable npy array (pickles are refused), or
-            not a 2D/3D numeric array.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"`path` must be an existing .npy file. Received: path={str(path)!r}")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(
-            f"`{path}` must be a complete .npy array file (object arrays are refused). "
-            f"Received: {type(err).__name__}: {err}"
-        ) from err
-    if array.dtype.kind not in "biuf" or array.ndim not in (2, 3):
-        raise DataError(
-            f"`{path}` must hold a 2D (y, x) or 3D (z, y, x) numeric array. "
-            f"Received: shape={array.shape}, dtype={array.dtype}"
-        )
-    return Image(array=array, spacing=(1.0,) * array.ndim)
-
+from serving.io.npy import read_npy, read_npz
+from serving.io.raster import read_raster
 
 READERS: dict[str, Callable[..., Image]] = {
     "dicom": read_dicom_series,
+    "dicom-file": read_dicom_file,
     "nifti": read_nifti,
     "npy": read_npy,
+    "npz": read_npz,
+    "png": read_raster,
+    "jpeg": read_raster,
+    "tiff": read_raster,
 }
 # File-name endings per reader; a directory always means "dicom".
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "dicom": (),
+    "dicom-file": (".dcm", ".dicom"),  # and any file with the DICM marker (`format_of`)
     "nifti": (".nii", ".nii.gz"),
     "npy": (".npy",),
+    "npz": (".npz",),
+    "png": (".png",),
+    "jpeg": (".jpg", ".jpeg"),
+    "tiff": (".tif", ".tiff"),
 }
 
 
@@ -83,6 +61,12 @@ def format_of(path: str | os.PathLike) -> str:
     for fmt, suffixes in SUFFIXES.items():
         if any(name.endswith(suffix) for suffix in suffixes):
             return fmt
+    try:  # DICOM files often have no suffix: 'DICM' after the 128-byte preamble
+        with open(path, "rb") as f:
+            if f.read(132)[128:] == b"DICM":
+                return "dicom-file"
+    except OSError:  # missing or unreadable: reported below
+        pass
     valid = ["<folder> (dicom)"] + [f"{s} ({fmt})" for fmt, ss in SUFFIXES.items() for s in ss]
     if not path.exists():
         raise DataError(
@@ -95,12 +79,14 @@ def format_of(path: str | os.PathLike) -> str:
 
 
 def read_image(path: str | os.PathLike, format: str | None = None, **kwargs) -> Image:
-    """Read any supported image: a DICOM series folder, a NIfTI file or a `.npy` array.
+    """Read any supported image: a DICOM series folder, NIfTI, `.npy`/`.npz`, PNG, JPEG or TIFF.
 
     Args:
         path: a folder (DICOM series) or a file whose ending names its format.
         format: force a reader by name (one of `READERS`) instead of guessing from `path`.
-        **kwargs: passed to the reader, e.g. `series_uid` for DICOM.
+        **kwargs: passed to the reader, e.g. `series_uid` for DICOM, `spacing` for `.npy`, PNG,
+            JPEG and TIFF (whose spacing is otherwise taken from a sidecar JSON or the file, else
+            assumed; see `serving.io.sidecar`).
 
     Returns:
         The `Image` the reader returns.

@@ -133,3 +133,35 @@ def test_bad_spec_and_rank_mismatch_name_the_argument():
 def test_spec_dict_round_trip():
     spec = PreprocessSpec((None, 1.5, 1.5), (None, 240, 240), -1000.0)
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_rgb_image_is_resampled_on_spatial_axes_with_channels_intact():
+    grey = _smooth_volume((1, 30, 40))[0]
+    planes = np.stack([grey, 2 * grey + 1, -grey], axis=-1)  # three different channels
+    rgb = Image(planes, spacing=(0.8, 0.8), channels=3)
+    spec = PreprocessSpec((0.5, 0.5), (40, 40))
+    x, record = preprocess(rgb, spec)
+    assert x.shape == (40, 40, 3) and record.output_shape == (40, 40)
+    # Each channel comes out exactly as that plane would alone, as a grey image.
+    for c in range(3):
+        alone, _ = preprocess(Image(planes[..., c], spacing=(0.8, 0.8)), spec)
+        np.testing.assert_array_equal(x[..., c], alone)
+    assert invert(x, record).shape == (30, 40, 3)
+    labels = Image((planes > 0).astype(np.uint8), spacing=(0.8, 0.8), channels=3)
+    y, _ = preprocess(labels, spec, order="nearest")
+    assert y.shape == (40, 40, 3) and y.dtype == np.uint8
+
+
+def test_assumed_spacing_is_not_resampled_as_millimetres():
+    vol = _smooth_volume((3, 10, 12))
+    assumed = Image(vol, (1, 1, 1), metadata={"spacing_source": "assumed"})
+    with pytest.raises(DataError) as info:
+        preprocess(assumed, PreprocessSpec((None, 1.0, 1.0), (None, 8, 8)))
+    assert "spacing of axes [1, 2] is unknown" in str(info.value) and "\n" not in str(info.value)
+    x, _ = preprocess(assumed, PreprocessSpec((None, None, None), (None, 8, 8)))
+    assert x.shape == (3, 8, 8)
+    # Slice spacing unknown, pixel spacing known: in-plane resampling is fine.
+    partial = Image(vol, (1, 0.5, 0.5), metadata={"spacing_source": "file", "spacing_assumed_axes": [0]})
+    assert preprocess(partial, PreprocessSpec((None, 1.0, 1.0), (None, None, None)))[0].shape == (3, 5, 6)
+    with pytest.raises(DataError, match=r"axes \[0\] is unknown.*spacing=\(1\.0, 0\.5, 0\.5\) \(file\)"):
+        preprocess(partial, PreprocessSpec((2.0, None, None), (None, None, None)))

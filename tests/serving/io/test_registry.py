@@ -18,7 +18,7 @@ def _image():
 
 
 def test_registry_names():
-    assert sorted(READERS) == ["dicom", "nifti", "npy"]
+    assert {"dicom", "nifti", "npy", "npz", "png", "jpeg", "tiff"} <= set(READERS)
 
 
 def test_dispatch_on_folder_and_suffix(tmp_path):
@@ -42,6 +42,7 @@ def test_npy_reader_has_unit_spacing_and_no_warnings(tmp_path):
         warnings.simplefilter("error")
         image = read_image(path)
     assert image.spacing == (1.0, 1.0) and image.origin == (0.0, 0.0)
+    assert image.metadata["spacing_source"] == "assumed" and image.assumed_spacing_axes == (0, 1)
     assert image.array.dtype == np.int16 and image.shape == (7, 8)
 
 
@@ -90,15 +91,16 @@ def test_complex_nifti_is_refused_not_cast(tmp_path):
 
 
 def test_unknown_suffix_lists_valid_formats(tmp_path):
-    path = tmp_path / "photo.png"
-    path.write_bytes(b"\x89PNG")
+    path = tmp_path / "photo.gif"
+    path.write_bytes(b"GIF89a")
     with pytest.raises(
         DataError,
-        match=r"Unknown image format.*\.nii\.gz \(nifti\).*\.npy \(npy\).*Received: suffix='\.png'",
+        match=r"Unknown image format.*\.nii\.gz \(nifti\).*\.npy \(npy\).*\.tiff \(tiff\).*"
+        r"Received: suffix='\.gif'",
     ):
         read_image(path)
     with pytest.raises(DataError, match="existing DICOM folder or image file"):
-        read_image(tmp_path / "missing.png")
+        read_image(tmp_path / "missing.gif")
 
 
 def test_forced_format(tmp_path):
@@ -106,14 +108,14 @@ def test_forced_format(tmp_path):
     with open(path, "wb") as f:
         np.save(f, np.zeros((2, 3, 4), np.float32))
     assert read_image(path, format="npy").shape == (2, 3, 4)
-    with pytest.raises(ConfigError, match=r"valid formats: \['dicom', 'nifti', 'npy'\]"):
+    with pytest.raises(ConfigError, match=r"valid formats: \[.*'nifti', 'npy', 'npz', 'png', 'tiff'\]"):
         read_image(path, format="mha")
 
 
 def test_importing_serving_io_does_not_import_pydicom_or_nibabel():
     code = (
         "import sys, serving.io; "
-        "print(sorted(m for m in ('pydicom', 'nibabel', 'scipy') if m in sys.modules))"
+        "print(sorted(m for m in ('pydicom', 'nibabel', 'scipy', 'PIL') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,0 +1,224 @@
+"""Read one DICOM file as an `Image`: a slice, a projection radiograph or an enhanced multi-frame
+object.
+
+What a file becomes:
+- **a slice** (single frame with ImagePositionPatient, ImageOrientationPatient and PixelSpacing,
+  not a projection modality): a 3D `(1, rows, cols)` image in LPS, exactly what reading a folder
+  holding only that file gives. The slice gap is SpacingBetweenSlices, else SliceThickness, else
+  1.0 (then listed in `metadata["spacing_assumed_axes"]`).
+- **a projection radiograph** (Modality CR, DX, MG, IO, PX, RG, XA or RF, or any single frame
+  without plane geometry): a 2D `(rows, cols)` image with no patient geometry (origin 0, default
+  direction). Spacing: PixelSpacing when present (PS3.3 10.7.1.3: spacing in the patient, possibly
+  calibrated, see PixelSpacingCalibrationType), else ImagerPixelSpacing (at the detector front
+  plane, not corrected for geometric magnification), else 1.0 flagged as assumed
+  (`metadata["spacing_source"] == "assumed"`). `metadata["pixel_spacing_tag"]` names the tag used.
+- **an enhanced multi-frame object** (Enhanced CT/MR/PET..., a PerFrameFunctionalGroupsSequence):
+  a 3D image of its frames sorted along the normal. Each frame's PlanePositionSequence,
+  PlaneOrientationSequence and PixelMeasuresSequence are taken from its per-frame functional group,
+  else from the shared one; its PixelValueTransformationSequence (per-frame or shared) gives the
+  rescale, else the top-level RescaleSlope/Intercept. Frames must form one stack: several stacks
+  (echoes, time points) share positions and are refused.
+
+Values, colour and MONOCHROME1 follow `serving.io.base_dicom`. Compressed transfer syntaxes are
+decoded by pydicom's pixel handlers; a missing handler is a `DataError` naming the syntax and the
+package to install.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import DataError
+from serving.image import Image
+from serving.io.base_dicom import (
+    MONOCHROME1_NOTE,
+    _integer,
+    _numbers,
+    _require,
+    _value,
+    check_greyscale,
+    decode,
+    has_plane_geometry,
+    metadata,
+    modality_values,
+    non_image,
+    read_dataset,
+    rescale_of,
+    size_of,
+    sop_class,
+)
+from serving.io.dicom_stack import Plane, slice_plane, stack_planes
+
+# Projection radiography: positions in these files are not planes through the patient.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF"})
+_FRAME_MACROS = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence")
+
+
+def read_dicom_file(path: str | os.PathLike, *, resample_uneven: bool = False) -> Image:
+    """Read one DICOM image file (see the module docstring for what it becomes).
+
+    Args:
+        path: a DICOM Part 10 file.
+        resample_uneven: for an enhanced multi-frame object whose frames are unevenly spaced,
+            interpolate them linearly along the normal onto a uniform grid instead of refusing
+            (see `serving.io.base_dicom.stack_planes`).
+
+    Returns:
+        An `Image` of float32 values (rescale applied, MONOCHROME1 inverted): `(1, rows, cols)`
+        for a slice, `(rows, cols)` for a radiograph, `(frames, rows, cols)` for an enhanced
+        multi-frame object; whitelisted metadata with `notes` when something was assumed.
+
+    Raises:
+        DataError: if the file is missing, not DICOM, not an image object (SR, presentation
+            state...), colour, truncated, compressed with no decoder installed (naming the
+            transfer syntax and the package), a legacy multi-frame object without functional
+            groups, or its geometry or rescale tags are damaged.
+
+    Example:
+        >>> xray = read_dicom_file("chest_pa.dcm")
+        >>> xray.shape, xray.metadata["pixel_spacing_tag"]   # ((2048, 2048), 'ImagerPixelSpacing')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"`path` must be an existing DICOM file. Received: path={str(path)!r}")
+    ds = read_dataset(path, what="`path`")
+    kind = non_image(ds, path, what="`path`")
+    if kind:
+        raise DataError(
+            f"`{path}` must be a DICOM image object to be read as an image; it is a {kind} "
+            f"object. Received: SOPClassUID={sop_class(ds, path)[0]}"
+        )
+    return image_from_dataset(ds, path, name=path.name, notes=[], resample_uneven=resample_uneven)
+
+
+def image_from_dataset(
+    ds, path: Path, *, name: str, notes: list[str], resample_uneven: bool = False
+) -> Image:
+    """The `Image` of one image dataset (already read, known to be an image object).
+
+    Args:
+        ds: the dataset of `path`.
+        path: the file, for messages.
+        name: how notes name the file (no absolute path).
+        notes: notes gathered so far (e.g. by the folder reader); more are appended.
+        resample_uneven: see `read_dicom_file`.
+
+    Raises:
+        DataError: see `read_dicom_file`.
+    """
+    monochrome1 = check_greyscale(ds, path)
+    if monochrome1:
+        notes.append(MONOCHROME1_NOTE)
+    modality = str(_value(ds, "Modality", path) or "OT")
+    frames = _integer(ds, "NumberOfFrames", path, 1)
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        planes = _frame_planes(ds, path, name, frames, monochrome1)
+    elif frames > 1:
+        raise DataError(
+            f"A multi-frame DICOM must be an enhanced object (PerFrameFunctionalGroupsSequence "
+            f"giving each frame's position) to be read as a volume; `{path}` is not. "
+            f"Received: NumberOfFrames={frames} without functional groups"
+        )
+    elif modality not in PROJECTION_MODALITIES and has_plane_geometry(ds, path):
+        planes = [slice_plane(ds, path, name)]
+    else:
+        return _projection(ds, path, modality, monochrome1, notes)
+    array, spacing, origin, direction, extra = stack_planes(
+        planes, str(path), resample_uneven=resample_uneven, notes=notes
+    )
+    meta = {**metadata(ds, path, array.shape[0], notes), **extra}
+    return Image(array, spacing, origin, direction, modality, meta)
+
+
+def _projection(ds, path: Path, modality: str, monochrome1: bool, notes: list[str]) -> Image:
+    """A single frame without patient-plane geometry, as a 2D image."""
+    values = modality_values(decode(ds, path)[0], ds, path, monochrome1)
+    pixel = _numbers(ds, "PixelSpacing", path, 2, positive=True)
+    imager = _numbers(ds, "ImagerPixelSpacing", path, 2, positive=True)
+    extra: dict = {}
+    if pixel:
+        spacing, extra["pixel_spacing_tag"] = pixel, "PixelSpacing"
+        if imager and not np.allclose(pixel, imager):
+            notes.append(
+                f"PixelSpacing {list(pixel)} (in the patient) used; ImagerPixelSpacing "
+                f"{list(imager)} (at the detector) differs"
+            )
+    elif imager:
+        spacing, extra["pixel_spacing_tag"] = imager, "ImagerPixelSpacing"
+        notes.append(
+            "spacing from ImagerPixelSpacing: at the detector, not corrected for geometric "
+            "magnification"
+        )
+    else:
+        spacing = (1.0, 1.0)
+        extra["spacing_source"] = "assumed"
+        notes.append("no PixelSpacing or ImagerPixelSpacing: spacing set to 1.0 per pixel")
+    if modality not in PROJECTION_MODALITIES:
+        tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+        missing = [tag for tag in tags if _value(ds, tag, path) in (None, "")]
+        notes.append(f"no {' or '.join(missing)}: read as a 2D image without patient geometry")
+    meta = {**metadata(ds, path, 1, notes), **extra}
+    return Image(values, spacing, modality=modality, metadata=meta)
+
+
+def _frame_planes(ds, path: Path, name: str, frames: int, monochrome1: bool) -> list[Plane]:
+    """One plane per frame of an enhanced multi-frame object, from its functional groups."""
+    per_frame = _value(ds, "PerFrameFunctionalGroupsSequence", path) or []
+    if len(per_frame) != frames:
+        raise DataError(
+            f"`PerFrameFunctionalGroupsSequence` in `{path}` must hold one item per frame "
+            f"(NumberOfFrames {frames}). Received: {len(per_frame)} items"
+        )
+    shared = (_value(ds, "SharedFunctionalGroupsSequence", path) or [None])[0]
+    size = size_of(ds, path)
+    stored: list[np.ndarray] = []  # decoded once, on the first frame's read
+
+    def macro(i: int, keyword: str, source: str):
+        for group in (per_frame[i], shared):
+            items = _value(group, keyword, source) if group is not None else None
+            if items:
+                return items[0]
+        return None
+
+    def values(i: int, rescale: tuple[float, float]) -> np.ndarray:
+        if not stored:
+            stored.append(decode(ds, path))
+            if stored[0].shape[0] != frames:
+                raise DataError(
+                    f"The pixel data of `{path}` must hold NumberOfFrames ({frames}) frames. "
+                    f"Received: {stored[0].shape[0]}"
+                )
+        return modality_values(stored[0][i], ds, path, monochrome1, rescale)
+
+    planes = []
+    for i in range(frames):
+        source = f"frame {i + 1} of {path}"
+        found = {keyword: macro(i, keyword, source) for keyword in _FRAME_MACROS}
+        missing = [keyword for keyword, item in found.items() if item is None]
+        if missing:
+            raise DataError(
+                f"Every frame of an enhanced multi-frame DICOM must have {', '.join(_FRAME_MACROS)} "
+                f"(per-frame or shared); `{source}` lacks {missing}. Received: no {missing[0]}"
+            )
+        position, orientation, measures = found.values()
+        _require(position, source, "ImagePositionPatient")
+        _require(orientation, source, "ImageOrientationPatient")
+        _require(measures, source, "PixelSpacing")
+        transform = macro(i, "PixelValueTransformationSequence", source)
+        rescale = rescale_of(transform if transform is not None else ds, source)
+        planes.append(
+            Plane(
+                source,
+                f"{name} frame {i + 1}",
+                np.array(_numbers(position, "ImagePositionPatient", source, 3)),
+                np.array(_numbers(orientation, "ImageOrientationPatient", source, 6)),
+                _numbers(measures, "PixelSpacing", source, 2, positive=True),
+                size,
+                measures,
+                lambda i=i, rescale=rescale: values(i, rescale),
+            )
+        )
+    return planes

@@ -1,0 +1,512 @@
+"""DICOM beyond a plain CT series (issue 7): one file (slice, radiograph, enhanced multi-frame,
+compressed), a study folder, and gaps/duplicates/uneven spacing.
+
+Expected values are computed here from pydicom's own `pixel_array` and the tags, by hand, never
+copied from the reader. Files pydicom does not ship (a MONOCHROME1 radiograph, an enhanced MR with
+per-frame geometry, an MR with a non-unit slope, a study folder) are built with pydicom.
+"""
+
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    GrayscaleSoftcopyPresentationStateStorage,
+    MRImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    generate_uid,
+)
+
+from serving.errors import ConfigError, DataError
+from serving.image import PHI_KEYS, Image
+from serving.io import read_dicom_file, read_dicom_series, read_image, write_dicom_series
+from serving.io.registry import format_of
+from tests.helpers import assert_allclose
+
+PHI_VALUES = ("Doe^Jane", "Doe", "PAT-4711", "19700101")
+
+
+def _shipped(name):
+    # The files ship inside the pydicom wheel: found in place, never downloaded.
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed")
+    return path
+
+
+def _rescaled(ds):
+    """pydicom's stored pixels with the rescale applied by hand (float64)."""
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    return ds.pixel_array.astype(np.float64) * slope + float(ds.get("RescaleIntercept", 0))
+
+
+def _decoder_available(syntax):
+    from pydicom.pixels.decoders.base import get_decoder
+
+    return get_decoder(syntax).is_available
+
+
+def _save(ds, path, sop_class):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _image_dataset(modality, stored, *, bits_stored=16, signed=True, photometric="MONOCHROME2",
+                   series_uid=None, **tags):
+    """A greyscale image dataset (Image Pixel module and fake PHI) holding `stored`."""
+    ds = Dataset()
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = tags.pop("study_uid", "1.2.826.0.1.3680043.8.498.1")
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.Modality = modality
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "PAT-4711", "19700101"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(stored).astype("<i2" if signed else "<u2").tobytes()
+    return ds
+
+
+def _assert_no_phi(image):
+    assert not PHI_KEYS & set(image.metadata)
+    assert not any(value in repr(image.metadata) for value in PHI_VALUES)
+
+
+def _frame(normal, row, col):
+    """Direction matrix in the reader's convention: columns normal, column and row cosines."""
+    return np.stack([normal, col, row], axis=1)
+
+
+# --- Shipped files: a CT slice, MR and its compressed twins -------------------------------------
+
+
+def test_ct_slice_with_hu_intercept_matches_pydicom_and_tags():
+    path = _shipped("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    assert float(ds.RescaleIntercept) == -1024.0  # the HU intercept this test is about
+    assert format_of(path) == "dicom-file"
+    image = read_image(path)
+    assert image.shape == (1, 128, 128) and image.modality == "CT"
+    assert image.array.dtype == np.float32
+    assert_allclose(image.array[0], _rescaled(ds), atol=0)
+    row, col = np.array(ds.ImageOrientationPatient[:3]), np.array(ds.ImageOrientationPatient[3:])
+    assert_allclose(image.direction, _frame(np.cross(row, col), row, col))
+    assert_allclose(image.origin, [float(v) for v in ds.ImagePositionPatient])
+    expected_gap = float(ds.get("SpacingBetweenSlices") or ds.SliceThickness)
+    assert_allclose(image.spacing, [expected_gap, *map(float, ds.PixelSpacing)])
+    _assert_no_phi(image)  # CT_small carries a real-looking PatientName
+    assert str(ds.PatientName) not in repr(image.metadata)
+
+
+@pytest.mark.parametrize(
+    "twin",
+    ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm",
+     "MR_small_implicit.dcm"],
+)
+def test_lossless_twins_read_exactly_like_the_uncompressed_file(twin):
+    reference = read_dicom_file(_shipped("MR_small.dcm"))
+    ds = pydicom.dcmread(_shipped(twin))
+    if not _decoder_available(ds.file_meta.TransferSyntaxUID):
+        pytest.skip(f"no pydicom decoder installed for {ds.file_meta.TransferSyntaxUID.name}")
+    image = read_dicom_file(_shipped(twin))
+    np.testing.assert_array_equal(image.array, reference.array)
+    assert image.same_geometry(reference, atol=0)
+    assert_allclose(reference.array[0], _rescaled(pydicom.dcmread(_shipped("MR_small.dcm"))), atol=0)
+
+
+@pytest.mark.parametrize("name", ["693_J2KI.dcm", "JPEG2000.dcm"])
+def test_jpeg2000_files_match_pydicoms_pixels(name):
+    ds = pydicom.dcmread(_shipped(name))
+    if not _decoder_available(ds.file_meta.TransferSyntaxUID):
+        pytest.skip("no JPEG 2000 decoder installed")
+    image = read_image(_shipped(name))
+    # 693_J2KI is a CT slice (3D, one slice); JPEG2000.dcm an NM frame without plane geometry (2D).
+    assert_allclose(image.array.reshape(ds.pixel_array.shape), _rescaled(ds), atol=0)
+    assert image.ndim == (3 if "ImagePositionPatient" in ds else 2)
+
+
+def test_missing_decoder_names_transfer_syntax_and_package():
+    path = _shipped("MR_small_jpeg_ls_lossless.dcm")
+    syntax = pydicom.dcmread(path).file_meta.TransferSyntaxUID
+    if _decoder_available(syntax):
+        pytest.skip("a JPEG-LS decoder is installed; the simulated case below covers this")
+    with pytest.raises(DataError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert "JPEG-LS Lossless Image Compression" in message and "1.2.840.10008.1.2.4.80" in message
+    assert "pip install pylibjpeg pylibjpeg-libjpeg" in message and "\n" not in message
+
+
+def test_missing_decoder_simulated_for_rle(monkeypatch):
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import RLELossless
+
+    decoder = get_decoder(RLELossless)
+    # As if no RLE plugin could load: pydicom's own decoding fails the same way.
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {"pydicom": ("numpy",)})
+    with pytest.raises(DataError, match=r"MR_small_RLE\.dcm` must be decodable.*'RLE Lossless' "
+                       r"\(1\.2\.840\.10008\.1\.2\.5\): install one with `pip install pylibjpeg "
+                       r"pylibjpeg-rle`.*Received: TransferSyntaxUID=1\.2\.840\.10008\.1\.2\.5"):
+        read_dicom_file(_shipped("MR_small_RLE.dcm"))
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg.dcm", "SC_rgb_small_odd.dcm", "examples_rgb_color.dcm"])
+def test_rgb_dicom_is_refused_clearly(name):
+    path = _shipped(name)
+    with pytest.raises(DataError, match=r"must be greyscale \(SamplesPerPixel 1\); RGB DICOM is not "
+                       r"supported yet\. Received: SamplesPerPixel=3"):
+        read_image(path)
+
+
+def test_non_image_file_is_refused_by_the_file_reader():
+    with pytest.raises(DataError, match=r"must be a DICOM image object.*Basic Text SR Storage"):
+        read_dicom_file(_shipped("reportsi.dcm"))
+
+
+def test_suffixless_dicom_file_is_dispatched_to_the_file_reader(tmp_path):
+    path = tmp_path / "IM000001"
+    shutil.copy(_shipped("CT_small.dcm"), path)
+    assert format_of(path) == "dicom-file"
+    assert read_image(path).shape == (1, 128, 128)
+
+
+# --- Radiographs: spacing precedence and MONOCHROME1 ---------------------------------------------
+
+
+def test_monochrome1_radiograph_is_inverted_over_the_stored_range(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 4096, (6, 5))
+    raw[0, 0], raw[0, 1] = 0, 4095
+    ds = _image_dataset("CR", raw, bits_stored=12, signed=False, photometric="MONOCHROME1",
+                        RescaleSlope="2", RescaleIntercept="-100", ImagerPixelSpacing=["0.15", "0.2"])
+    path = _save(ds, tmp_path / "cr.dcm", ComputedRadiographyImageStorage)
+    image = read_image(path)
+    # Hand computation: stored range of 12 unsigned bits is [0, 4095]; invert, then rescale.
+    expected = 2.0 * (4095 - raw) - 100.0
+    assert image.shape == (6, 5) and image.ndim == 2
+    np.testing.assert_array_equal(image.array, expected.astype(np.float32))
+    assert image.array[0, 0] == 2 * 4095 - 100 and image.array[0, 1] == -100  # white -> dense
+    assert image.spacing == (0.15, 0.2)
+    assert image.metadata["pixel_spacing_tag"] == "ImagerPixelSpacing"
+    assert any("MONOCHROME1" in note for note in image.metadata["notes"])
+    _assert_no_phi(image)
+
+
+def test_pixel_spacing_wins_over_imager_pixel_spacing_and_signed_monochrome1(tmp_path):
+    raw = np.array([[-512, -1, 0], [1, 100, 511]])
+    ds = _image_dataset("DX", raw, bits_stored=10, signed=True, photometric="MONOCHROME1",
+                        PixelSpacing=["0.1", "0.1"], ImagerPixelSpacing=["0.12", "0.12"],
+                        PixelSpacingCalibrationType="GEOMETRY")
+    image = read_image(_save(ds, tmp_path / "dx.dcm", DigitalXRayImageStorageForPresentation))
+    # 10 signed bits store [-512, 511]: out = -512 + 511 - raw.
+    np.testing.assert_array_equal(image.array, (-1 - raw).astype(np.float32))
+    assert image.spacing == (0.1, 0.1) and image.metadata["pixel_spacing_tag"] == "PixelSpacing"
+    assert image.metadata["PixelSpacingCalibrationType"] == "GEOMETRY"
+    assert any("ImagerPixelSpacing [0.12, 0.12] (at the detector) differs" in n
+               for n in image.metadata["notes"])
+
+
+def test_radiograph_without_spacing_is_flagged_as_assumed(tmp_path):
+    ds = _image_dataset("CR", np.zeros((4, 4), int), signed=False)
+    image = read_image(_save(ds, tmp_path / "cr.dcm", ComputedRadiographyImageStorage))
+    assert image.spacing == (1.0, 1.0) and image.assumed_spacing_axes == (0, 1)
+
+
+def test_modality_lut_sequence_with_monochrome1(tmp_path):
+    raw = np.array([[0, 1, 2], [100, 4000, 4095]])
+    lut = (np.arange(4096) * 3) // 2 + 7
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.ModalityLUTType = "US"
+    item.LUTData = lut.astype("<u2").tobytes()
+    ds = _image_dataset("CR", raw, bits_stored=12, signed=False, photometric="MONOCHROME1",
+                        ModalityLUTSequence=Sequence([item]))
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "OW"
+    image = read_image(_save(ds, tmp_path / "cr.dcm", ComputedRadiographyImageStorage))
+    # LUT output range over stored values 0..4095 is [lut[0], lut[4095]] = [7, 6149].
+    expected = (7 + 6149) - lut[raw]
+    np.testing.assert_array_equal(image.array, expected.astype(np.float32))
+
+
+# --- Enhanced multi-frame -----------------------------------------------------------------------
+
+
+def _rotation():
+    a, b = np.deg2rad(25.0), np.deg2rad(-40.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx  # columns: row cosines, column cosines, normal (= row x column)
+
+
+def _item(**tags):
+    item = Dataset()
+    for keyword, value in tags.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _enhanced_mr(path, stored, positions, orientation, slopes, intercepts, *, per_frame_orientation=False):
+    """An Enhanced MR Image object: shared PixelMeasures (and orientation), per-frame position and
+    PixelValueTransformation."""
+    ds = _image_dataset("MR", stored, bits_stored=12, signed=False, ImageType=["ORIGINAL", "PRIMARY",
+                        "M", "NONE"], NumberOfFrames=len(stored), InstanceNumber=1,
+                        ContentDate="20240101", ContentTime="120000", AcquisitionContrast="T1",
+                        PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+                        VolumeBasedCalculationTechnique="NONE", BurnedInAnnotation="NO")
+    iop = [f"{v:.10f}" for v in orientation]
+    shared = _item(PixelMeasuresSequence=Sequence([_item(PixelSpacing=["0.6", "0.7"],
+                                                         SliceThickness="2.0")]))
+    if not per_frame_orientation:
+        shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=iop)])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k, (position, slope, intercept) in enumerate(zip(positions, slopes, intercepts)):
+        item = _item(
+            FrameContentSequence=Sequence([_item(DimensionIndexValues=[1, k + 1])]),
+            PlanePositionSequence=Sequence([_item(ImagePositionPatient=[f"{v:.10f}" for v in position])]),
+            PixelValueTransformationSequence=Sequence([_item(
+                RescaleSlope=str(slope), RescaleIntercept=str(intercept), RescaleType="US")]),
+        )
+        if per_frame_orientation:
+            item.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=iop)])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    return _save(ds, path, EnhancedMRImageStorage)
+
+
+@pytest.mark.parametrize("per_frame_orientation", [False, True], ids=["shared", "per-frame"])
+def test_enhanced_mr_with_per_frame_geometry_and_rescale(tmp_path, per_frame_orientation):
+    rotation = _rotation()
+    row, col, normal = rotation.T
+    origin = np.array([-80.0, 12.5, 40.0])
+    # Frames stored out of order: positions 2, 0, 3, 1 gaps of 2.5 mm along the normal.
+    order = [2, 0, 3, 1]
+    positions = [origin + 2.5 * k * normal for k in order]
+    slopes, intercepts = [0.5, 2.0, 1.25, 3.0], [-10.0, 0.0, 5.0, -1.0]
+    stored = np.random.default_rng(1).integers(0, 4096, (4, 6, 7))
+    path = _enhanced_mr(tmp_path / "emr.dcm", stored, positions, [*row, *col], slopes, intercepts,
+                        per_frame_orientation=per_frame_orientation)
+    image = read_image(path)
+    assert image.shape == (4, 6, 7) and image.modality == "MR"
+    for k in range(4):  # frame i sits at position order[i]
+        i = order.index(k)
+        assert_allclose(image.array[k], stored[i] * slopes[i] + intercepts[i], atol=1e-4)
+    assert_allclose(image.spacing, (2.5, 0.6, 0.7))
+    assert_allclose(image.origin, origin, atol=1e-6)
+    assert_allclose(image.direction, _frame(normal, row, col), atol=1e-6)
+    assert image.metadata["NumberOfSlices"] == 4
+    _assert_no_phi(image)
+
+
+def test_enhanced_frames_at_one_position_are_refused_naming_frames(tmp_path):
+    row, col, normal = _rotation().T
+    positions = [np.zeros(3), normal * 2.0, normal * 2.0]
+    path = _enhanced_mr(tmp_path / "emr.dcm", np.zeros((3, 4, 4), int), positions, [*row, *col],
+                        [1, 1, 1], [0, 0, 0])
+    with pytest.raises(DataError, match=r"`frame 2 of .*emr\.dcm` and `frame 3 of .*emr\.dcm` coincide"):
+        read_dicom_file(path)
+
+
+def test_enhanced_frame_without_position_is_refused(tmp_path):
+    row, col, normal = _rotation().T
+    path = _enhanced_mr(tmp_path / "emr.dcm", np.zeros((2, 4, 4), int), [np.zeros(3), normal],
+                        [*row, *col], [1, 1], [0, 0])
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
+    ds.save_as(path)
+    with pytest.raises(DataError, match=r"`frame 2 of .*emr\.dcm` lacks \['PlanePositionSequence'\]"):
+        read_dicom_file(path)
+
+
+def test_legacy_multiframe_without_functional_groups_is_refused(tmp_path):
+    ds = _image_dataset("OT", np.zeros((3, 4, 4), int), NumberOfFrames=3)
+    path = _save(ds, tmp_path / "sc.dcm", MultiFrameGrayscaleWordSecondaryCaptureImageStorage)
+    with pytest.raises(DataError, match=r"must be an enhanced object.*NumberOfFrames=3 without"):
+        read_image(path)
+
+
+# --- Series: non-unit slope, study folders, gaps, duplicates, orientation -------------------------
+
+
+def _mr_series(folder, n=4, slope=2.5, intercept=-10.0, gaps=None, seed=0, series_uid=None):
+    """Single-frame MR Image Storage files (non-unit slope), axial, positions along +z."""
+    rng = np.random.default_rng(seed)
+    series_uid = series_uid or generate_uid()
+    z = np.cumsum([0.0, *(gaps or [3.0] * (n - 1))])
+    stored = rng.integers(0, 2000, (len(z), 5, 6))
+    for k in rng.permutation(len(z)):  # written in shuffled order and names
+        ds = _image_dataset("MR", stored[k], series_uid=series_uid, ImagePositionPatient=["-50",
+                            "20", f"{z[k]:.4f}"], ImageOrientationPatient=["1", "0", "0", "0", "1", "0"],
+                            PixelSpacing=["0.9", "0.8"], SliceThickness="3", RescaleSlope=str(slope),
+                            RescaleIntercept=str(intercept), SeriesNumber=7, InstanceNumber=int(k) + 1)
+        _save(ds, folder / f"mr_{rng.integers(1e6):06d}_{k}.dcm", MRImageStorage)
+    return stored, z, series_uid
+
+
+def test_mr_series_with_non_unit_slope(tmp_path):
+    stored, z, _ = _mr_series(tmp_path / "mr")
+    image = read_image(tmp_path / "mr")
+    assert_allclose(image.array, stored * 2.5 - 10.0, atol=0)
+    assert_allclose(image.spacing, (3.0, 0.9, 0.8))
+    assert image.modality == "MR"
+    assert_allclose(image.origin, (-50.0, 20.0, 0.0))
+    _assert_no_phi(image)
+
+
+def _presentation_state(path, study_uid):
+    ds = Dataset()
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.Modality, ds.PatientName = "PR", "Doe^Jane"
+    ds.ContentLabel, ds.PresentationCreationDate = "GSPS", "20240101"
+    return _save(ds, path, GrayscaleSoftcopyPresentationStateStorage)
+
+
+def _study(tmp_path):
+    """A study folder: a 5-slice CT and a 6-slice MR series in subfolders, an SR and a GSPS."""
+    study = tmp_path / "study"
+    ct = Image(np.random.default_rng(3).uniform(-1000, 1000, (5, 6, 7)).astype(np.float32),
+               (2.0, 0.7, 0.7), origin=(1.0, 2.0, 3.0), modality="CT")
+    write_dicom_series(ct, study / "series_ct", uid_entropy="ct")
+    stored, _, mr_uid = _mr_series(study / "series_mr", n=6)
+    shutil.copy(_shipped("reportsi.dcm"), study / "report.dcm")
+    _presentation_state(study / "series_pr" / "gsps.dcm", "1.2.826.0.1.3680043.8.498.1")
+    ct_uid = str(pydicom.dcmread(study / "series_ct" / "IM0001.dcm").SeriesInstanceUID)
+    return study, ct, ct_uid, stored, mr_uid
+
+
+def test_study_folder_refuses_to_guess_by_default_and_lists_the_series(tmp_path):
+    study, _, ct_uid, _, mr_uid = _study(tmp_path)
+    with pytest.raises(DataError) as info:
+        read_image(study)
+    message = str(info.value)
+    assert "holds 2 series" in message and "pick='most_slices'" in message
+    assert f"{ct_uid} (CT, 5 slices" in message and f"{mr_uid} (MR, 6 slices" in message
+    assert "Received: series_uid=None" in message and "\n" not in message
+
+
+def test_study_folder_pick_most_slices_prefers_ct_and_notes_what_it_skipped(tmp_path):
+    study, ct, _, _, _ = _study(tmp_path)
+    image = read_image(study, pick="most_slices")
+    # The MR series has more slices, but a CT series is preferred.
+    assert image.modality == "CT" and image.shape == (5, 6, 7)
+    assert_allclose(image.array, ct.array, atol=0.5 + 1e-3)  # int16 storage rounds to whole HU
+    notes = image.metadata["notes"]
+    assert any("skipped `report.dcm`: Basic Text SR Storage" in n for n in notes)
+    assert any("skipped `series_pr/gsps.dcm`: Grayscale Softcopy Presentation State" in n for n in notes)
+    assert any("1 other image series not read: MR, 6 slices, SeriesNumber 7" in n for n in notes)
+    assert not any(str(tmp_path) in n for n in notes)  # relative names only
+    _assert_no_phi(image)
+
+
+def test_study_folder_series_uid_reads_that_series(tmp_path):
+    study, _, _, stored, mr_uid = _study(tmp_path)
+    image = read_dicom_series(study, series_uid=mr_uid)
+    assert image.modality == "MR"
+    assert_allclose(image.array, stored * 2.5 - 10.0, atol=0)
+
+
+def test_pick_rule_must_be_known(tmp_path):
+    with pytest.raises(ConfigError, match=r"`pick` must be None or one of \['most_slices'\]"):
+        read_dicom_series(tmp_path, pick="largest")
+
+
+def test_folder_of_non_image_objects_is_refused(tmp_path):
+    shutil.copy(_shipped("reportsi.dcm"), tmp_path / "sr.dcm")
+    with pytest.raises(DataError, match=r"must hold at least one DICOM image series.*1 non-image"):
+        read_image(tmp_path)
+
+
+def test_missing_slice_names_the_files_around_the_gap_and_can_be_interpolated(tmp_path):
+    stored, z, _ = _mr_series(tmp_path / "mr", n=5, slope=1.0, intercept=0.0)
+    (victim,) = [p for p in (tmp_path / "mr").iterdir() if p.stem.endswith("_2")]
+    below, above = (next((tmp_path / "mr").glob(f"*_{k}.dcm")).name for k in (1, 3))
+    victim.unlink()
+    with pytest.raises(DataError) as info:
+        read_image(tmp_path / "mr")
+    message = str(info.value)
+    assert "6.0000 mm between" in message and "missing slice" in message
+    assert below in message and above in message and "resample_uneven=True" in message
+    image = read_image(tmp_path / "mr", resample_uneven=True)
+    assert image.shape == (5, 5, 6)
+    assert_allclose(image.spacing, (3.0, 0.9, 0.8))
+    expected = stored.astype(np.float64)
+    expected[2] = (stored[1] + stored[3]) / 2  # halfway between its neighbours
+    assert_allclose(image.array, expected, atol=1e-4)
+    assert any("resampled 4 unevenly spaced slices onto 5 slices every 3.0000 mm" in n
+               and below in n and above in n for n in image.metadata["notes"])
+
+
+def test_uneven_spacing_is_refused_or_resampled_linearly(tmp_path):
+    gaps = [2.0, 2.0, 2.6, 2.0, 1.4]  # median 2.0; extent 10 -> 6 slices every 2.0 mm
+    stored, z, _ = _mr_series(tmp_path / "mr", gaps=gaps, slope=1.0, intercept=0.0)
+    with pytest.raises(DataError, match=r"uniform within 1%.*2\.6000 mm between.*uneven spacing; "
+                       r"2 irregular gaps"):
+        read_image(tmp_path / "mr")
+    image = read_image(tmp_path / "mr", resample_uneven=True)
+    grid = np.arange(6) * 2.0
+    # Independent linear interpolation, voxel by voxel, with numpy's interp.
+    expected = np.apply_along_axis(lambda column: np.interp(grid, z, column), 0, stored.astype(float))
+    assert image.shape == (6, 5, 6)
+    # float32 output: one ulp at values near 2000 is 1.2e-4, and the weights differ in the last bits.
+    assert_allclose(image.array, expected, atol=1e-3)
+    assert_allclose(image.spacing, (2.0, 0.9, 0.8))
+    assert_allclose(image.origin, (-50.0, 20.0, 0.0))
+
+
+def test_two_files_at_one_position_are_refused_naming_both(tmp_path):
+    _mr_series(tmp_path / "mr", n=3)
+    first = sorted((tmp_path / "mr").glob("*_0.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "mr" / "other.dcm")
+    with pytest.raises(DataError, match=rf"`.*({first.name}|other\.dcm)` and `.*"
+                       rf"({first.name}|other\.dcm)` coincide\. Received: position"):
+        read_image(tmp_path / "mr")
+    shutil.copy(first, tmp_path / "mr" / "other.dcm")  # the same instance copied twice
+    with pytest.raises(DataError, match=r"coincide \(one SOPInstanceUID: a file copied twice\)"):
+        read_image(tmp_path / "mr")
+
+
+def test_mixed_orientations_are_refused_naming_the_files(tmp_path):
+    _mr_series(tmp_path / "mr", n=4)
+    odd = sorted((tmp_path / "mr").iterdir())[2]
+    ds = pydicom.dcmread(odd)
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
+    ds.save_as(odd)
+    with pytest.raises(DataError, match=rf"share Rows, Columns and ImageOrientationPatient; "
+                       rf"`.*{odd.name}` differs from"):
+        read_image(tmp_path / "mr")
+
+
+def test_single_slice_folder_without_thickness_flags_the_assumed_gap(tmp_path):
+    _mr_series(tmp_path / "mr", n=1)
+    path = next((tmp_path / "mr").iterdir())
+    ds = pydicom.dcmread(path)
+    del ds.SliceThickness
+    ds.save_as(path)
+    image = read_image(tmp_path / "mr")
+    assert image.shape == (1, 5, 6) and image.spacing[0] == 1.0
+    assert image.assumed_spacing_axes == (0,)
