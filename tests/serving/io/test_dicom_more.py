@@ -38,8 +38,7 @@ PHI_VALUES = ("Doe^Jane", "Doe", "PAT-4711", "19700101")
 def _shipped(name):
     # The files ship inside the pydicom wheel: found in place, never downloaded.
     path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
+    assert path is not None, f"pydicom's wheel must ship its test file {name}"
     return path
 
 
@@ -121,14 +120,15 @@ def test_ct_slice_with_hu_intercept_matches_pydicom_and_tags():
 
 @pytest.mark.parametrize(
     "twin",
-    ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm",
-     "MR_small_implicit.dcm"],
+    ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
+     "MR_small_bigendian.dcm", "MR_small_implicit.dcm"],
 )
 def test_lossless_twins_read_exactly_like_the_uncompressed_file(twin):
     reference = read_dicom_file(_shipped("MR_small.dcm"))
     ds = pydicom.dcmread(_shipped(twin))
-    if not _decoder_available(ds.file_meta.TransferSyntaxUID):
-        pytest.skip(f"no pydicom decoder installed for {ds.file_meta.TransferSyntaxUID.name}")
+    # The project's dependencies bring the decoders: Pillow (JPEG 2000), pyjpegls (JPEG-LS, with
+    # highdicom), pydicom itself (RLE).
+    assert _decoder_available(ds.file_meta.TransferSyntaxUID), ds.file_meta.TransferSyntaxUID.name
     image = read_dicom_file(_shipped(twin))
     np.testing.assert_array_equal(image.array, reference.array)
     assert image.same_geometry(reference, atol=0)
@@ -138,19 +138,21 @@ def test_lossless_twins_read_exactly_like_the_uncompressed_file(twin):
 @pytest.mark.parametrize("name", ["693_J2KI.dcm", "JPEG2000.dcm"])
 def test_jpeg2000_files_match_pydicoms_pixels(name):
     ds = pydicom.dcmread(_shipped(name))
-    if not _decoder_available(ds.file_meta.TransferSyntaxUID):
-        pytest.skip("no JPEG 2000 decoder installed")
+    assert _decoder_available(ds.file_meta.TransferSyntaxUID), "Pillow decodes JPEG 2000"
     image = read_image(_shipped(name))
     # 693_J2KI is a CT slice (3D, one slice); JPEG2000.dcm an NM frame without plane geometry (2D).
     assert_allclose(image.array.reshape(ds.pixel_array.shape), _rescaled(ds), atol=0)
     assert image.ndim == (3 if "ImagePositionPatient" in ds else 2)
 
 
-def test_missing_decoder_names_transfer_syntax_and_package():
+def test_missing_decoder_names_transfer_syntax_and_package(monkeypatch):
+    from pydicom.pixels.decoders.base import get_decoder
+
     path = _shipped("MR_small_jpeg_ls_lossless.dcm")
-    syntax = pydicom.dcmread(path).file_meta.TransferSyntaxUID
-    if _decoder_available(syntax):
-        pytest.skip("a JPEG-LS decoder is installed; the simulated case below covers this")
+    decoder = get_decoder(pydicom.dcmread(path).file_meta.TransferSyntaxUID)
+    # As on a machine without pyjpegls or pylibjpeg: no JPEG-LS plugin loads.
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {"pyjpegls": ("pyjpegls",)})
     with pytest.raises(DataError) as info:
         read_image(path)
     message = str(info.value)
