@@ -3,6 +3,10 @@
 The bundle is built in a temporary sibling folder and renamed into place only once complete, so
 a reader never sees a half-written bundle and a failed export leaves any previous bundle intact.
 See `serving.bundle` for the layout and DESIGN.md "Bundle manifest" for the contract.
+
+A bundle ships to other machines, so its manifest holds no absolute local path
+(`refuse_absolute_paths`): where a path matters (the validation data, for `kerasmed compare`), it
+is recorded relative to the bundle folder (`relative_location`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import datetime
 import importlib.metadata
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,8 @@ from serving.preprocessing import PreprocessSpec
 DEFAULT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 TASKS = ("segmentation", "classification", "detection")
 MANIFEST_VERSION = 1
+# POSIX root, home, UNC share or drive letter: what an absolute local path starts with.
+_ABSOLUTE = re.compile(r"(/|~|\\\\|[A-Za-z]:[\\/])")
 # Distribution names recorded in the manifest; onnxruntime ships as either of two.
 _DISTRIBUTIONS = {
     "kerasmed": ("kerasmed",),
@@ -56,6 +63,48 @@ def library_versions() -> dict[str, str | None]:
     if versions["kerasmed"] is None:  # running from a source tree
         versions["kerasmed"] = kerasmed.__version__
     return versions
+
+
+def absolute_paths(value: Any, where: str = "") -> list[str]:
+    """Where (`extra.data_root`) a JSON-ready value holds a string that looks like an absolute
+    local path: starting with `/`, `~`, `\\\\` or a drive letter (`C:\\`, `C:/`)."""
+    if isinstance(value, str):
+        return [f"{where}={value!r}"] if _ABSOLUTE.match(value) else []
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in absolute_paths(v, f"{where}.{k}".lstrip("."))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in absolute_paths(v, f"{where}[{i}]")]
+    return []
+
+
+def refuse_absolute_paths(manifest: dict[str, Any], what: str = MANIFEST_NAME) -> None:
+    """Refuse a manifest that would carry an absolute local path to another machine.
+
+    Raises:
+        ConfigError: naming the first offending entries.
+    """
+    found = absolute_paths(manifest)
+    if found:
+        raise ConfigError(
+            f"{what} must not hold absolute local paths (a bundle ships to other machines; record "
+            f"paths relative to the bundle folder, e.g. with `relative_location`). "
+            f"Received: {', '.join(found[:3])}{' and more' if len(found) > 3 else ''}"
+        )
+
+
+def relative_location(path: str | os.PathLike, bundle_dir: str | os.PathLike) -> str | None:
+    """`path` relative to the bundle folder (POSIX, e.g. `../../../data`), or None when the two
+    share no folder below the file system root (or drive), where a relative path would spell out
+    the absolute one. Both are resolved (symlinks followed) first."""
+    path, start = Path(path).resolve(), Path(bundle_dir).resolve()
+    try:
+        common = Path(os.path.commonpath([path, start]))
+        relative = os.path.relpath(path, start)
+    except ValueError:  # different drives
+        return None
+    if common == Path(common.anchor):
+        return None
+    return Path(relative).as_posix()
 
 
 def _check_args(model, formats, class_names, postprocess) -> tuple[str, ...]:
@@ -186,15 +235,17 @@ def write_bundle(
         preprocess_spec: the preprocessing the model was trained with.
         postprocess: `{"threshold": float in (0, 1), "min_component_voxels": int >= 0, ...}`.
         formats: exporter names (see `export.exporters.registry.EXPORTERS`).
-        extra: free-form facts stored under `extra` (training run, dataset, ...).
+        extra: free-form facts stored under `extra` (training run, dataset, ...); no absolute
+            local paths (see `relative_location`).
 
     Returns:
         The bundle folder. Its manifest's parity verdict is "not_run" until
         `export.parity_report.write_parity_report` records one.
 
     Raises:
-        ConfigError: on an invalid argument, or if `out_dir` is an existing file or a non-empty
-            folder that is not a bundle, lies under a file or cannot be written.
+        ConfigError: on an invalid argument (including an absolute local path in `extra`), or if
+            `out_dir` is an existing file or a non-empty folder that is not a bundle, lies under a
+            file or cannot be written.
     """
     out_dir = Path(out_dir)
     formats = _check_args(model, formats, class_names, postprocess)
@@ -204,6 +255,7 @@ def write_bundle(
         json.dumps(extra or {})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"`extra` must be JSON-serialisable. Received: {err}") from err
+    refuse_absolute_paths({"extra": extra or {}}, "`extra`")
     if not isinstance(preprocess_spec, PreprocessSpec):
         raise ConfigError(
             "`preprocess_spec` must be a PreprocessSpec. "
@@ -231,5 +283,6 @@ def write_bundle(
             artefacts=artefacts,
             extra=extra,
         )
+        refuse_absolute_paths(manifest)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out_dir

@@ -187,7 +187,7 @@ def _write_report(folder: Path, run_dir: Path, bundle: Path, ev: dict, train_sum
         summary = {
             "evaluation": ev,
             "training": train_summary,
-            "parity": result.to_dict(),
+            "parity": result.to_dict(local=True),  # a local report: case ids kept
             "run_dir": str(run_dir),
             "bundle": str(bundle),
             "seconds": round(time.monotonic() - t0, 1),

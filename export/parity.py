@@ -16,6 +16,12 @@ Two guards keep a verdict honest:
   the ONNX runners' CUDA options) unless asked otherwise, and records every runner's provider and
   precision mode.
 
+Case ids stay in memory (`ParityResult.cases`, `dice_agreement` keys): a manifest's case id may be
+a patient ID, and the report is written inside the bundle that ships to devices. `to_dict()`, what
+the report files and the manifest record, names cases by position instead (`#0`, `#1`...: the
+order parity read them, which for `kerasmed compare` is the split's rows in manifest order);
+`to_dict(local=True)` keeps the ids for reports that stay on this machine.
+
 Example:
     >>> result = run_parity("runs/lung/bundle", [("case1", image1), ("case2", image2)])
     >>> result.verdict, result.failures
@@ -29,7 +35,7 @@ import dataclasses
 import datetime
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +99,8 @@ class ArtefactParity:
     `min_passing_max_abs` is the smallest `max_abs` tolerance that would pass, i.e. the observed
     max abs error (as Polygraphy reports it), independent of the tolerance used; None when no
     tolerance would pass (NaN/Inf outputs or a shape mismatch). `provider` names the runtime and
-    its precision mode (`Runner.provider`).
+    its precision mode (`Runner.provider`). `dice_agreement` and `shape_mismatches` are keyed by
+    case id.
     """
 
     key: str
@@ -113,7 +120,7 @@ class ArtefactParity:
     mean_dice_agreement: float
     min_dice_agreement: float
     masks_identical: bool
-    shape_mismatches: list[str]
+    shape_mismatches: dict[str, str]
     checks: dict[str, bool]
     runtime_s: float
     sample: np.ndarray
@@ -129,12 +136,20 @@ class ArtefactParity:
     @property
     def messages(self) -> list[str]:
         """One sentence per failed check, with the measured value and the tolerance."""
+        return self.describe()
+
+    def describe(self, labels: Mapping[str, str] | None = None) -> list[str]:
+        """`messages`, naming cases by `labels[case_id]` when given (see `ParityResult.to_dict`)."""
+        labels = labels or {}
         t, out = self.tolerances, []
         for name in self.failed_checks:
             if name == "finite":
                 detail = f"{self.nan_count} NaN and {self.inf_count} Inf in the probabilities"
             elif name == "shape":
-                detail = f"output shape differs from Keras ({'; '.join(self.shape_mismatches)})"
+                shapes = "; ".join(
+                    f"{labels.get(case, case)}: {shape}" for case, shape in self.shape_mismatches.items()
+                )
+                detail = f"output shape differs from Keras ({shapes})"
             elif name == "max_abs":
                 detail = f"max abs error {self.max_abs_error:.3g} > tolerance {t.max_abs:g}"
             elif name == "dice_agreement":
@@ -147,11 +162,14 @@ class ArtefactParity:
             out.append(f"{self.key}: {detail}")
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields, without `sample`."""
+    def to_dict(self, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """JSON-ready fields, without `sample`; cases named by `labels[case_id]` when given."""
+        labels = labels or {}
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sample"}
         d.update(tolerances=self.tolerances.to_dict(), passed=self.passed)
-        return {**d, "failed_checks": self.failed_checks, "messages": self.messages}
+        d["dice_agreement"] = {labels.get(c, c): v for c, v in self.dice_agreement.items()}
+        d["shape_mismatches"] = {labels.get(c, c): v for c, v in self.shape_mismatches.items()}
+        return {**d, "failed_checks": self.failed_checks, "messages": self.describe(labels)}
 
 
 @dataclasses.dataclass
@@ -217,6 +235,14 @@ class ParityResult:
     @property
     def messages(self) -> list[str]:
         """Why the verdict is "fail", one sentence per failed criterion (empty on a pass)."""
+        return self.describe()
+
+    def case_labels(self) -> dict[str, str]:
+        """Case id -> `#i`, its position (from 0) in `cases`: how files name cases."""
+        return {case: f"#{i}" for i, case in enumerate(self.cases)}
+
+    def describe(self, labels: Mapping[str, str] | None = None) -> list[str]:
+        """`messages`, naming cases by `labels[case_id]` when given."""
         out = []
         if not self.checks["foreground_cases"]:
             found, n, need = len(self.foreground_cases), len(self.cases), self.min_foreground_cases
@@ -228,22 +254,32 @@ class ParityResult:
                     f"(at least {need} required); the task-level check would be too weak"
                 )
         for a in self.artefacts.values():
-            out.extend(a.messages)
+            out.extend(a.describe(labels))
         return out
 
     @property
     def tolerances(self) -> dict[str, dict[str, Any]]:
         return {k: a.tolerances.to_dict() for k, a in self.artefacts.items()}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, local: bool = False) -> dict[str, Any]:
+        """JSON-ready result, as written into the bundle (`parity/parity.json`).
+
+        Args:
+            local: keep case ids and the bundle's full path, for a report that stays on this
+                machine. By default cases are named by position (`case_labels`: `#0`, `#1`...)
+                and the bundle by its folder name, so nothing identifying or local ships with it.
+        """
+        labels = None if local else self.case_labels()
+        name = (lambda case: case) if local else labels.__getitem__
         return {
             "verdict": self.verdict,
-            "bundle": str(self.bundle_path),
+            "bundle": str(self.bundle_path) if local else Path(self.bundle_path).name,
             "reference": self.reference,
             "reference_provider": self.reference_provider,
             "use_tf32": self.use_tf32,
-            "cases": list(self.cases),
-            "foreground_cases": list(self.foreground_cases),
+            "cases": [name(c) for c in self.cases],
+            "case_naming": "case id" if local else "position in the order parity read the cases",
+            "foreground_cases": [name(c) for c in self.foreground_cases],
             "foreground_case_count": len(self.foreground_cases),
             "min_foreground_cases": self.min_foreground_cases,
             "threshold": self.threshold,
@@ -251,8 +287,8 @@ class ParityResult:
             "created": self.created,
             "checks": self.checks,
             "failures": self.failures,
-            "messages": self.messages,
-            "artefacts": {k: a.to_dict() for k, a in self.artefacts.items()},
+            "messages": self.describe(labels),
+            "artefacts": {k: a.to_dict(labels) for k, a in self.artefacts.items()},
             "scope": self.scope,
             "narrower": self.narrower,
         }
@@ -296,12 +332,13 @@ class _Accumulator:
     def __init__(self, sample_size: int, rng: np.random.Generator):
         self.max_abs, self.sum_abs, self.count, self.nan, self.inf = 0.0, 0.0, 0, 0, 0
         self.dice: dict[str, float] = {}
-        self.identical, self.shape_mismatches, self.runtime = True, [], 0.0
+        self.identical, self.runtime = True, 0.0
+        self.shape_mismatches: dict[str, str] = {}
         self.reservoir = _Reservoir(sample_size, rng)
 
     def add(self, case_id, reference, mask_ref, probs, threshold) -> None:
         if probs.shape != reference.shape:
-            self.shape_mismatches.append(f"{case_id}: {probs.shape} != {reference.shape}")
+            self.shape_mismatches[case_id] = f"{probs.shape} != {reference.shape}"
             self.identical = False
             self.dice[case_id] = 0.0
             return
@@ -360,7 +397,7 @@ class _Accumulator:
             mean_dice_agreement=mean_dice,
             min_dice_agreement=float(min(dices)) if dices else 0.0,
             masks_identical=self.identical,
-            shape_mismatches=list(self.shape_mismatches),
+            shape_mismatches=dict(self.shape_mismatches),
             checks=checks,
             runtime_s=self.runtime,
             sample=self.reservoir.values,

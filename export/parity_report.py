@@ -1,9 +1,11 @@
 """Write a parity report (JSON, Markdown, PNG) and record the verdict in the bundle manifest.
 
-Every file is written under a temporary name and renamed into place, so a report folder never
-holds a half-written file. The manifest update changes only its `parity` entry: artefact entries
-and their sha256 are never touched, and the verdict is refused if the bundle's artefacts are not
-the ones parity ran on.
+Every file is written under a temporary name and renamed into place (`serving.atomic`), so a
+report folder never holds a half-written file. The report usually lives inside the bundle, which
+ships to devices: it names cases by position (`#0`, `#1`..., see `ParityResult.to_dict`), never by
+case id (which may be a patient ID), and the bundle by its folder name, never by a local path.
+The manifest update changes only its `parity` entry: artefact entries and their sha256 are never
+touched, and the verdict is refused if the bundle's artefacts are not the ones parity ran on.
 
 Example:
     >>> result = run_parity(bundle, cases)
@@ -15,14 +17,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from export.bundle_writer import refuse_absolute_paths
 from export.parity import ParityResult
+from serving.atomic import atomic_file, atomic_write_text
 from serving.bundle import MANIFEST_NAME, Bundle, validate_manifest, verify_artefacts
 from serving.errors import BundleError
 
@@ -30,15 +33,6 @@ REPORT_DIR = "parity"
 JSON_NAME, MD_NAME, PNG_NAME = "parity.json", "parity.md", "parity.png"
 # Abs errors of exactly 0 are drawn at this floor on the log axis.
 _ERROR_FLOOR = 1e-12
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_default(value: Any):
@@ -113,12 +107,15 @@ def format_table(result: ParityResult, markdown: bool = False) -> str:
 
 def render_markdown(result: ParityResult) -> str:
     """The Markdown report: verdict, results table with the tolerances used, notes."""
+    labels = result.case_labels()
     lines = [
         f"# Parity report: {result.verdict.upper()}",
         "",
-        f"- bundle: `{result.bundle_path}`",
+        f"- bundle: `{Path(result.bundle_path).name}`",
         f"- reference: {result.reference} ({len(result.cases)} cases, mask threshold "
         f"{result.threshold}), run by {result.reference_provider or 'unknown provider'}",
+        f"- cases are named #0 to #{len(result.cases) - 1} in the order parity read them (for "
+        "`kerasmed compare`, the split's rows in manifest order); case ids are not recorded",
         f"- {foreground_line(result)}",
         f"- TF32 on GPUs: {'allowed' if result.use_tf32 else 'off'}",
         f"- date: {result.created}",
@@ -126,7 +123,7 @@ def render_markdown(result: ParityResult) -> str:
            "recorded certificate was left unchanged"] if result.narrower else []),
         "",
         *(
-            ["## Why it fails", "", *(f"- {m}" for m in result.messages), ""]
+            ["## Why it fails", "", *(f"- {m}" for m in result.describe(labels)), ""]
             if result.messages else []
         ),
         "## Results and tolerances used",
@@ -208,14 +205,14 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
             )
     try:
         report_ref = report.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        report_ref = str(report.resolve())
+    except ValueError:  # a report outside the bundle does not ship with it; no local path either
+        report_ref = None
     manifest["parity"] = {
         "verdict": result.verdict,
         "report": report_ref,
         "tolerances": result.tolerances,
         "failures": result.failures,
-        "messages": result.messages,
+        "messages": result.describe(result.case_labels()),
         "cases": len(result.cases),
         "foreground_cases": len(result.foreground_cases),
         "min_foreground_cases": result.min_foreground_cases,
@@ -223,7 +220,10 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
         "scope": {"artefacts": sorted(result.artefacts), **result.scope},
         "date": result.created,
     }
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    # Only the entry written here: a bundle exported before the rule may record its data's
+    # absolute path, and still gets its verdict.
+    refuse_absolute_paths({"parity": manifest["parity"]}, MANIFEST_NAME)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
 def write_parity_report(
@@ -253,14 +253,10 @@ def write_parity_report(
     out = Path(out_dir) if out_dir is not None else root / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(result.to_dict(), indent=2, default=_json_default) + "\n"
-    _atomic_write(out / JSON_NAME, payload.encode("utf-8"))
-    _atomic_write(out / MD_NAME, render_markdown(result).encode("utf-8"))
-    png = out / f".{PNG_NAME}.tmp-{uuid.uuid4().hex[:8]}.png"
-    try:
+    atomic_write_text(out / JSON_NAME, payload)
+    atomic_write_text(out / MD_NAME, render_markdown(result))
+    with atomic_file(out / PNG_NAME) as png:
         render_figure(result).savefig(png, dpi=100)
-        os.replace(png, out / PNG_NAME)
-    finally:
-        png.unlink(missing_ok=True)
     if update_manifest:
         record_verdict(root, result, out / JSON_NAME)
     return out

@@ -1,14 +1,25 @@
-"""Glue between a training run, a bundle and the validation cases it is proven on."""
+"""Glue between a training run, a bundle and the validation cases it is proven on.
+
+What a bundle records about its run holds no absolute local path and no case id (a manifest's
+case id may be a patient ID): `extra.data_root` is the data folder relative to the bundle folder
+(`export.bundle_writer.relative_location`), so `kerasmed compare BUNDLE` finds the validation
+cases while the bundle sits where it was exported (e.g. `runs/<name>/bundle` beside `data/`) and
+asks for `--data` once it has been moved; the bundle's copy of the config has its local paths
+(`data.root`, `data.cache_dir`, `output_dir`) set to null, and the training summary loses its
+cache path. The parity report names cases by position (see `export.parity`).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 
 import kerasmed.layers.hu_window  # noqa: F401 - registers HUWindow for load_model
-from export.bundle_writer import write_bundle
+from export.bundle_writer import relative_location, write_bundle
 from export.parity import ParityResult, Tolerances, run_parity
 from export.parity_report import write_parity_report
 from kerasmed.data.manifest import read_manifest, split_cases
@@ -41,33 +52,87 @@ def load_run_model(path: str | Path) -> keras.Model:
         ) from err
 
 
+# Local paths in a run's config: meaningless on another machine, left out of the bundle's copy.
+_LOCAL_CONFIG_PATHS = (("data", "root"), ("data", "cache_dir"), ("output_dir",))
+
+
+def _portable_config(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    for *parents, key in _LOCAL_CONFIG_PATHS:
+        section = config
+        for name in parents:
+            section = section.get(name) or {}
+        if key in section:
+            section[key] = None
+    return config
+
+
+def _portable_summary(summary: dict | None) -> dict | None:
+    """The training summary without its cache path, devices without TensorFlow's `/device:`."""
+    if summary is None:
+        return None
+    out = {k: v for k, v in summary.items() if k != "cache"}
+    if isinstance(out.get("devices"), list):
+        out["devices"] = [str(d).rsplit("device:", 1)[-1] for d in out["devices"]]
+    return out
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=None) -> Path:
     """Write the bundle of a finished run (default `<run_dir>/bundle`).
 
-    The manifest's `extra` records where the validation cases are, so `compare` can find them.
+    The manifest's `extra` records where the validation cases are, relative to the bundle folder,
+    so that `compare` finds them while the bundle stays where it was exported (see the module
+    docstring); no absolute local path is recorded.
     """
     run_dir, config = load_run(run_dir)
     model = load_run_model(run_dir / "model.keras")
     kwargs = {"formats": tuple(formats)} if formats else {}
+    bundle_dir = Path(out_dir) if out_dir else run_dir / "bundle"
+    manifest = config.data.manifest
     return write_bundle(
         model,
-        Path(out_dir) if out_dir else run_dir / "bundle",
+        bundle_dir,
         name=config.name,
         task="segmentation",
         class_names=list(config.model.class_names),
         preprocess_spec=config.preprocessing.spec(),
         postprocess={"threshold": config.evaluation.threshold, "min_component_voxels": 0},
         extra={
-            "run_dir": str(run_dir.resolve()),
-            "data_root": str(Path(config.data.root).resolve()),
-            "manifest": config.data.manifest,
+            "data_root": relative_location(config.data.root, bundle_dir),
+            "manifest": None if Path(manifest).is_absolute() else manifest,
             "validation_split": config.evaluation.split,
-            "train_summary": read_json(run_dir / "train_summary.json"),
+            "train_summary": _portable_summary(read_json(run_dir / "train_summary.json")),
             "evaluation": read_json(run_dir / "eval" / "summary.json"),
-            "config": config.to_dict(),
+            "config": _portable_config(config.to_dict()),
         },
         **kwargs,
     )
+
+
+def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str = "manifest.csv") -> Path:
+    """The validation data folder a bundle records: `extra.data_root`, relative to the bundle
+    folder (an absolute path, as bundles before this rule recorded, is taken as it is).
+
+    Raises:
+        DataError: if the bundle records none, or the folder it names (the bundle was moved, or
+            the data) holds no `manifest`; both say to pass `--data`.
+    """
+    recorded = (bundle.manifest.get("extra") or {}).get("data_root")
+    if not recorded:
+        raise DataError(
+            f"Bundle {bundle_dir} does not record its validation data; pass --data. Received: none"
+        )
+    root = Path(recorded)
+    if not root.is_absolute():
+        # The bundle's own path resolved (no symlinks left), `..` may be applied lexically.
+        root = Path(os.path.normpath(Path(bundle.path).resolve() / root))
+    if not (root / manifest).is_file():
+        raise DataError(
+            f"Bundle {bundle_dir} records its validation data at `{recorded}` relative to the "
+            f"bundle folder, which holds no {manifest} there (was the bundle or the data moved?); "
+            f"pass --data. Received: {root}"
+        )
+    return root
 
 
 def validation_cases(
@@ -119,12 +184,9 @@ def compare_bundle(
         check_writable_folder(out_dir, "`out_dir` (the report folder)")
     bundle = load_bundle(bundle_dir)
     extra = bundle.manifest.get("extra") or {}
-    root = data_root or extra.get("data_root")
-    if not root:
-        raise DataError(
-            f"Bundle {bundle_dir} does not record its validation data; pass --data. Received: none"
-        )
-    manifest, split = extra.get("manifest", "manifest.csv"), split or extra.get("validation_split", "val")
+    manifest = extra.get("manifest") or "manifest.csv"
+    split = split or extra.get("validation_split", "val")
+    root = data_root or recorded_data_root(bundle, bundle_dir, manifest)
     cases = list(validation_cases(root, manifest, split, max_cases))
     result = run_parity(
         bundle, cases, tolerances=tolerances, formats=formats, progress=progress,

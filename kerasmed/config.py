@@ -21,6 +21,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from serving.atomic import atomic_write_text
 from serving.errors import ConfigError
 from serving.preprocessing import PreprocessSpec
 
@@ -392,7 +393,4 @@ def shipped_config(name: str = "lung_nodule_seg_2d.yaml") -> Path:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -31,28 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from serving.deid import PROFILE_KEYWORDS, check_metadata
 from serving.errors import DataError
 
-# Tags that may identify a patient. Readers never copy them into `metadata`; this list is also
-# the check used by tests and writers.
-PHI_KEYS = frozenset(
-    {
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientBirthTime",
-        "PatientAddress",
-        "PatientTelephoneNumbers",
-        "OtherPatientIDs",
-        "OtherPatientNames",
-        "PatientMotherBirthName",
-        "ReferringPhysicianName",
-        "InstitutionName",
-        "InstitutionAddress",
-        "AccessionNumber",
-        "StudyID",
-    }
-)
+# Attributes that may identify a patient: those the DICOM PS3.15 Basic Application Level
+# Confidentiality Profile removes or replaces (`serving.deid.PROFILE`). `Image` refuses them in
+# `metadata` unless `metadata["phi_allowed"]` lists them (a reader's `allow=` argument).
+PHI_KEYS = PROFILE_KEYWORDS
 
 
 def axial_direction(ndim: int = 3) -> np.ndarray:
@@ -73,14 +58,17 @@ class Image:
         origin: LPS position (mm) of the centre of the first voxel, one value per spatial axis.
         direction: `(ndim, ndim)` matrix; column `a` is the LPS unit vector of spatial axis `a`.
         modality: e.g. "CT", "MR", "SEG" for label maps.
-        metadata: extra non-identifying facts; never holds keys from `PHI_KEYS`. Readers may set
+        metadata: extra non-identifying facts. Keys that are attributes of the DICOM PS3.15 Basic
+            Confidentiality Profile (`PHI_KEYS`, see `serving.deid`) are refused unless
+            `metadata["phi_allowed"]` lists them (set by a reader's `allow=`). Readers may set
             "spacing_source" ("file", "sidecar", "argument" or "assumed"),
             "spacing_assumed_axes" (see the module docstring) and "color_mode" (e.g. "RGB").
         channels: 1 for a grey image (no channel axis), else the length of the trailing
             channel axis.
 
     Raises:
-        DataError: if the geometry or `channels` does not match the array.
+        DataError: if the geometry or `channels` does not match the array, or `metadata` holds
+            a profile attribute that `metadata["phi_allowed"]` does not list.
     """
 
     array: np.ndarray
@@ -121,11 +109,7 @@ class Image:
             raise DataError(
                 f"`direction` must be a {ndim}x{ndim} matrix. Received: shape={direction.shape}"
             )
-        leaked = PHI_KEYS.intersection(self.metadata)
-        if leaked:
-            raise DataError(
-                f"`metadata` must not hold patient-identifying tags. Received: {sorted(leaked)}"
-            )
+        check_metadata(self.metadata)
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)

@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from serving.atomic import atomic_write_text
 from serving.errors import ConfigError, KerasmedError
 
 MARKER = ".kerasmed"
@@ -56,8 +57,7 @@ def write_marker(folder: str | os.PathLike, kind: str, created_by: str) -> Path:
     """
     path = Path(folder) / MARKER
     info = {"kind": kind, "created_by": created_by, "kerasmed_version": _version(), "note": _NOTE}
-    path.write_text(json.dumps(info, indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(info, indent=2) + "\n")
 
 
 def read_marker(folder: str | os.PathLike) -> dict | None:

@@ -10,13 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from serving.atomic import atomic_file, atomic_write_text  # noqa: E402
+
 COLOURS = {"kerasmed": "#1f77b4", "PyTorch": "#ee7733"}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def train_markdown(result: dict) -> str:
@@ -64,14 +60,13 @@ def plot_train(result: dict, path: Path) -> None:
     ax.set_xlim(0, max(x["max"] for x in v) * 1.18)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_train_report(result: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
-    _atomic_write(out_dir / "train.json", json.dumps(result, indent=2))
-    _atomic_write(out_dir / "train.md", train_markdown(result))
+    atomic_write_text(out_dir / "train.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "train.md", train_markdown(result))
     plot_train(result, out_dir / "train.png")

@@ -16,11 +16,12 @@ from pathlib import Path
 import keras
 
 from kerasmed.bench.machine import cpu_info, describe_cpu
-from kerasmed.bench.report import _atomic_write, plt
+from kerasmed.bench.report import plt
 from kerasmed.bench.train_bench import _bench_config
 from kerasmed.config import Config, config_from_dict
 from kerasmed.evaluation.evaluate import evaluate
 from kerasmed.training.trainer import train
+from serving.atomic import atomic_file, atomic_write_text
 from serving.errors import ConfigError
 from serving.ownership import RUN, check_output_folder, read_marker, user_entries, write_marker
 
@@ -76,8 +77,8 @@ def run_seed_bench(config: Config, seeds, out_dir: str | Path = "bench/seeds", s
         "stdev": statistics.stdev(dice) if len(dice) > 1 else 0.0,
         "machine": info, "cpu_line": describe_cpu(info), "seconds": round(time.monotonic() - started, 1),
     }
-    _atomic_write(out_dir / "seeds.json", json.dumps(result, indent=2))
-    _atomic_write(out_dir / "seeds.md", seeds_markdown(result))
+    atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "seeds.md", seeds_markdown(result))
     _plot(result, out_dir / "seeds.png")
     return result
 
@@ -107,7 +108,6 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_title(f"{result['config']}\n{result['cpu_line']}", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)

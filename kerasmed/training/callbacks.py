@@ -23,30 +23,16 @@ from pathlib import Path
 import keras
 
 from kerasmed.run import BACKUP_METADATA  # the run folder's layout lives in kerasmed.run
+from serving.atomic import (  # noqa: F401 - atomic_write_text and fsync_file are re-exported
+    atomic_file,
+    atomic_write_text,
+    fsync_file,
+    remove_stale_temporaries,
+)
 from serving.errors import DataError
 
 log = logging.getLogger(__name__)
 BACKUP_FORMAT = 1
-
-
-def fsync_file(path: str | os.PathLike) -> None:
-    """Flush a written file to disk, so a rename that follows never publishes a hole."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` under a temporary name, flush it and rename it into place."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
 
 
 def _scalar(value):
@@ -87,19 +73,21 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             raise ValueError(
                 f"`AtomicModelCheckpoint` needs a plain file path. Received: filepath={filepath}"
             )
-        self._partial = final.with_name(f".{final.stem}.partial{final.suffix}")
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        remove_stale_temporaries(self.filepath)  # left by a killed run; never promoted
 
     def on_epoch_end(self, epoch, logs=None):
         final = self.filepath
-        self._partial.unlink(missing_ok=True)  # left by a killed run; must not be promoted
-        self.filepath = str(self._partial)
-        try:
-            super().on_epoch_end(epoch, logs)
-        finally:
-            self.filepath = final
-        if self._partial.exists():
-            fsync_file(self._partial)
-            os.replace(self._partial, final)
+        # Keras saves only when the monitored value improved; `atomic_file` then renames the new
+        # file into place, and leaves `final` as it was when nothing was written.
+        with atomic_file(final) as partial:
+            self.filepath = str(partial)
+            try:
+                super().on_epoch_end(epoch, logs)
+            finally:
+                self.filepath = final
 
     def get_state(self) -> dict:
         return {"best": _scalar(self.best)}
@@ -286,10 +274,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         folder = Path(self.backup_dir)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{self._current_epoch:05d}.weights.h5"
-        partial = folder / f".partial-{name}"
-        self.model.save_weights(str(partial), overwrite=True)
-        fsync_file(partial)
-        os.replace(partial, folder / name)
+        with atomic_file(folder / name) as partial:
+            self.model.save_weights(str(partial), overwrite=True)
         state = {
             **self.metadata,
             "format": BACKUP_FORMAT,

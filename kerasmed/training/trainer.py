@@ -49,7 +49,6 @@ from kerasmed.training.callbacks import (
     ResumableCSVLogger,
     ResumableEarlyStopping,
     TimeLimit,
-    atomic_write_text,
     read_backup,
 )
 from kerasmed.training.inputs import cache_for
@@ -62,6 +61,7 @@ from kerasmed.training.strategy import (
     select_strategy,
     task_id,
 )
+from serving.atomic import atomic_file, atomic_write_text
 from serving.errors import ConfigError
 from serving.ownership import RUN, read_marker, user_entries, write_marker
 
@@ -320,9 +320,8 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
         synchronize_batch_norm(model, False)  # the saved model runs on one device
     # The run's model is float32 whatever the training precision, so evaluation scores exactly
     # the graph that export ships (a bfloat16 graph would not even load in onnxruntime).
-    tmp = out / "model.keras.partial.keras"
-    as_float32(model).save(tmp)
-    tmp.replace(out / "model.keras")
+    with atomic_file(out / "model.keras") as tmp:
+        as_float32(model).save(tmp)
     return {
         **_summarize_log(_read_log(out / "training_log.csv")),
         "resumed_from_epoch": initial_epoch if state else None,

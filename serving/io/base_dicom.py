@@ -28,27 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from serving.deid import ALLOWED_ATTRIBUTES, PHI_ALLOWED_KEY, PROFILE, PROFILE_KEYWORDS, redact
 from serving.errors import DataError
-from serving.image import PHI_KEYS
 from serving.lazy_import import lazy_import
 
-# Only these tags reach `Image.metadata`: technical facts that cannot identify a patient.
-METADATA_TAGS = (
-    "Modality",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "SliceThickness",
-    "KVP",
-    "ConvolutionKernel",
-    "BodyPartExamined",
-    "SeriesDescription",
-    "ImageType",
-    "PatientPosition",
-    "ViewPosition",
-    "ImageLaterality",
-    "PixelSpacingCalibrationType",
-    "EstimatedRadiographicMagnificationFactor",
-)
+# Only these tags reach `Image.metadata` (beyond a reader's `allow=`): technical attributes that
+# the PS3.15 Basic Confidentiality Profile retains. The rule and the profile table live in
+# `serving.deid`.
+METADATA_TAGS = ALLOWED_ATTRIBUTES
 # Above this many stored bits the full stored range is not enumerated for a ModalityLUTSequence.
 _MAX_LUT_BITS = 16
 MONOCHROME1_NOTE = "MONOCHROME1 inverted so that brighter means denser: lo + hi - value"
@@ -392,15 +379,58 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def metadata(ds, path: Path, num_slices: int, notes: Sequence[str] = ()) -> dict[str, Any]:
-    """`METADATA_TAGS` present in `ds`, `NumberOfSlices`, and `notes` when there are any."""
-    values = {tag: _value(ds, tag, path) for tag in METADATA_TAGS}
+def metadata(
+    ds, path: Path, num_slices: int, notes: Sequence[str] = (), allow: Sequence[str] = ()
+) -> dict[str, Any]:
+    """`Image.metadata` of a DICOM image: the `ALLOWED_ATTRIBUTES` present in `ds`, those named
+    by `allow` (already checked by `serving.deid.check_allow`), `NumberOfSlices`, and `notes` when
+    there are any.
+
+    A profile attribute (`serving.deid.PROFILE`) is copied only when `allow` names it, and is then
+    listed in `metadata["phi_allowed"]`. Notes are built from file names, SOP class names and
+    geometry; any value of a profile attribute of `ds` that is not allowed is still removed from
+    them (`serving.deid.redact`).
+    """
+    keys = list(dict.fromkeys((*ALLOWED_ATTRIBUTES, *allow)))
+    values = {tag: _value(ds, tag, path) for tag in keys}
     meta = {tag: _plain(value) for tag, value in values.items() if value not in (None, "")}
     meta["NumberOfSlices"] = num_slices
     if notes:
-        meta["notes"] = list(notes)
-    # Belt and braces: the whitelist never names a PHI tag, and Image refuses them anyway.
-    return {k: v for k, v in meta.items() if k not in PHI_KEYS}
+        hidden = profile_values(ds, path, keep=allow)
+        meta["notes"] = [redact(str(note), hidden) for note in notes]
+    allowed = [k for k in allow if k in PROFILE_KEYWORDS and k in meta]
+    if allowed:
+        meta[PHI_ALLOWED_KEY] = allowed
+    return meta
+
+
+def profile_values(ds, path: Path, keep: Sequence[str] = ()) -> set[str]:
+    """The text of every plain-valued profile attribute in `ds` (not those in `keep`), with the
+    components of person names, for `serving.deid.redact`. Unreadable values are skipped: they
+    cannot have been copied anywhere either."""
+    found: set[str] = set()
+    for keyword, row in PROFILE.items():
+        if row.repeating or keyword in keep or keyword not in ds:
+            continue
+        try:
+            value = _value(ds, keyword, path)
+        except DataError:
+            continue
+        if value is None or _is_sequence_of_datasets(value):
+            continue
+        items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+        for item in items:
+            text = str(item).strip()
+            found.add(text)
+            if "^" in text:  # a person name: family^given^middle^prefix^suffix
+                found.update(part.strip() for part in text.split("^"))
+    return {v for v in found if v}
+
+
+def _is_sequence_of_datasets(value: Any) -> bool:
+    from pydicom.dataset import Dataset
+
+    return isinstance(value, Sequence) and any(isinstance(item, Dataset) for item in value)
 
 
 def is_multiframe(ds, path: Path) -> bool:

@@ -1,41 +1,15 @@
 """What the file writers of `serving.io` share: a file appears complete or not at all
-(`atomic_file`, the single-file counterpart of `serving.atomic.atomic_dir`), and masks are label
-maps of whole numbers (`label_map`).
+(`atomic_file`, re-exported from `serving.atomic`, the one helper for every file and folder
+output), and masks are label maps of whole numbers (`label_map`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 
+from serving.atomic import atomic_file  # noqa: F401 - the writers import it from here
 from serving.errors import DataError
 from serving.image import Image
-
-
-@contextlib.contextmanager
-def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path of `target` (same suffix) that replaces it on success.
-
-    On any error the temporary file is deleted and `target` is left as it was.
-
-    Example:
-        >>> with atomic_file("findings.csv") as tmp:
-        ...     tmp.write_text("id\\n")
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp-{uuid.uuid4().hex[:8]}{target.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def label_map(mask: Image, what: str) -> np.ndarray:

@@ -27,10 +27,12 @@ package to install.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from serving.deid import check_allow
 from serving.errors import DataError
 from serving.image import Image
 from serving.io.base_dicom import (
@@ -57,7 +59,9 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "XA", "RF
 _FRAME_MACROS = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence")
 
 
-def read_dicom_file(path: str | os.PathLike, *, resample_uneven: bool = False) -> Image:
+def read_dicom_file(
+    path: str | os.PathLike, *, resample_uneven: bool = False, allow: Sequence[str] | None = None
+) -> Image:
     """Read one DICOM image file (see the module docstring for what it becomes).
 
     Args:
@@ -65,22 +69,29 @@ def read_dicom_file(path: str | os.PathLike, *, resample_uneven: bool = False) -
         resample_uneven: for an enhanced multi-frame object whose frames are unevenly spaced,
             interpolate them linearly along the normal onto a uniform grid instead of refusing
             (see `serving.io.base_dicom.stack_planes`).
+        allow: DICOM keywords to copy into `metadata` beyond the technical allow-list
+            (`serving.deid.ALLOWED_ATTRIBUTES`), e.g. `["SeriesDescription"]`. Attributes that the
+            PS3.15 Basic Confidentiality Profile removes are out unless named here, and are then
+            listed in `metadata["phi_allowed"]`.
 
     Returns:
         An `Image` of float32 values (rescale applied, MONOCHROME1 inverted): `(1, rows, cols)`
         for a slice, `(rows, cols)` for a radiograph, `(frames, rows, cols)` for an enhanced
-        multi-frame object; whitelisted metadata with `notes` when something was assumed.
+        multi-frame object; allow-listed metadata (see `serving.deid`) with `notes` when
+        something was assumed.
 
     Raises:
         DataError: if the file is missing, not DICOM, not an image object (SR, presentation
             state...), colour, truncated, compressed with no decoder installed (naming the
             transfer syntax and the package), a legacy multi-frame object without functional
             groups, or its geometry or rescale tags are damaged.
+        ConfigError: if `allow` names something other than plain-valued DICOM keywords.
 
     Example:
         >>> xray = read_dicom_file("chest_pa.dcm")
         >>> xray.shape, xray.metadata["pixel_spacing_tag"]   # ((2048, 2048), 'ImagerPixelSpacing')
     """
+    allow = check_allow(allow)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"`path` must be an existing DICOM file. Received: path={str(path)!r}")
@@ -91,11 +102,19 @@ def read_dicom_file(path: str | os.PathLike, *, resample_uneven: bool = False) -
             f"`{path}` must be a DICOM image object to be read as an image; it is a {kind} "
             f"object. Received: SOPClassUID={sop_class(ds, path)[0]}"
         )
-    return image_from_dataset(ds, path, name=path.name, notes=[], resample_uneven=resample_uneven)
+    return image_from_dataset(
+        ds, path, name=path.name, notes=[], resample_uneven=resample_uneven, allow=allow
+    )
 
 
 def image_from_dataset(
-    ds, path: Path, *, name: str, notes: list[str], resample_uneven: bool = False
+    ds,
+    path: Path,
+    *,
+    name: str,
+    notes: list[str],
+    resample_uneven: bool = False,
+    allow: Sequence[str] = (),
 ) -> Image:
     """The `Image` of one image dataset (already read, known to be an image object).
 
@@ -105,6 +124,7 @@ def image_from_dataset(
         name: how notes name the file (no absolute path).
         notes: notes gathered so far (e.g. by the folder reader); more are appended.
         resample_uneven: see `read_dicom_file`.
+        allow: checked `allow` keywords (see `read_dicom_file`).
 
     Raises:
         DataError: see `read_dicom_file`.
@@ -125,15 +145,17 @@ def image_from_dataset(
     elif modality not in PROJECTION_MODALITIES and has_plane_geometry(ds, path):
         planes = [slice_plane(ds, path, name)]
     else:
-        return _projection(ds, path, modality, monochrome1, notes)
+        return _projection(ds, path, modality, monochrome1, notes, allow)
     array, spacing, origin, direction, extra = stack_planes(
         planes, str(path), resample_uneven=resample_uneven, notes=notes
     )
-    meta = {**metadata(ds, path, array.shape[0], notes), **extra}
+    meta = {**metadata(ds, path, array.shape[0], notes, allow), **extra}
     return Image(array, spacing, origin, direction, modality, meta)
 
 
-def _projection(ds, path: Path, modality: str, monochrome1: bool, notes: list[str]) -> Image:
+def _projection(
+    ds, path: Path, modality: str, monochrome1: bool, notes: list[str], allow: Sequence[str]
+) -> Image:
     """A single frame without patient-plane geometry, as a 2D image."""
     values = modality_values(decode(ds, path)[0], ds, path, monochrome1)
     pixel = _numbers(ds, "PixelSpacing", path, 2, positive=True)
@@ -160,7 +182,7 @@ def _projection(ds, path: Path, modality: str, monochrome1: bool, notes: list[st
         tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
         missing = [tag for tag in tags if _value(ds, tag, path) in (None, "")]
         notes.append(f"no {' or '.join(missing)}: read as a 2D image without patient geometry")
-    meta = {**metadata(ds, path, 1, notes), **extra}
+    meta = {**metadata(ds, path, 1, notes, allow), **extra}
     return Image(values, spacing, modality=modality, metadata=meta)
 
 

@@ -19,8 +19,10 @@ ImagePositionPatient of the first slice. Values and MONOCHROME1 follow `serving.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from serving.deid import check_allow
 from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.io.base_dicom import (
@@ -45,6 +47,7 @@ def read_dicom_series(
     *,
     pick: str | None = None,
     resample_uneven: bool = False,
+    allow: Sequence[str] | None = None,
 ) -> Image:
     """Read one DICOM series from a folder (or a study folder) into an `Image`.
 
@@ -60,12 +63,16 @@ def read_dicom_series(
             missing slice), interpolate linearly along the normal onto a uniform grid from the
             first to the last slice, with about the median gap, instead of refusing; the note
             names the irregular gaps.
+        allow: DICOM keywords to copy into `metadata` beyond the technical allow-list
+            (`serving.deid.ALLOWED_ATTRIBUTES`), e.g. `["SeriesDescription"]`. Attributes that the
+            PS3.15 Basic Confidentiality Profile removes are out unless named here, and are then
+            listed in `metadata["phi_allowed"]`.
 
     Returns:
         An `Image` with a float32 array of shape `(z, rows, cols)` (rescale applied, MONOCHROME1
         inverted), spacing `(slice gap, row spacing, column spacing)` in mm, the LPS origin of the
         first slice, direction columns (normal, column cosines, row cosines), the modality and
-        whitelisted non-identifying metadata (`METADATA_TAGS`, `NumberOfSlices`, and `notes`
+        allow-listed non-identifying metadata (`METADATA_TAGS`, `NumberOfSlices`, and `notes`
         naming files by their path inside `folder` when files were skipped, a series picked or
         slices resampled).
 
@@ -76,7 +83,8 @@ def read_dicom_series(
             count of finite numbers, orientation rows not unit vectors or parallel), slices
             disagree on size, orientation or pixel spacing, share a position, or are unevenly
             spaced (> 1%) without `resample_uneven`. Each message names the files involved.
-        ConfigError: if `pick` is not a known rule.
+        ConfigError: if `pick` is not a known rule, or `allow` names something other than
+            plain-valued DICOM keywords.
 
     Example:
         >>> ct = read_dicom_series("patient01/ct")
@@ -85,6 +93,7 @@ def read_dicom_series(
     """
     if pick is not None and pick not in PICK_RULES:
         raise ConfigError(f"`pick` must be None or one of {list(PICK_RULES)}. Received: pick={pick!r}")
+    allow = check_allow(allow)
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(
@@ -115,7 +124,9 @@ def read_dicom_series(
     if len(files) == 1:
         path, ds = files[0]
         name = _name(path, folder)
-        return image_from_dataset(ds, path, name=name, notes=notes, resample_uneven=resample_uneven)
+        return image_from_dataset(
+            ds, path, name=name, notes=notes, resample_uneven=resample_uneven, allow=allow
+        )
     multi = [path for path, ds in files if is_multiframe(ds, path)]
     if multi:
         raise DataError(
@@ -135,7 +146,7 @@ def read_dicom_series(
         origin=origin,
         direction=direction,
         modality=str(_value(ds, "Modality", path) or "OT"),
-        metadata={**metadata(ds, path, array.shape[0], notes), **extra},
+        metadata={**metadata(ds, path, array.shape[0], notes, allow), **extra},
     )
 
 

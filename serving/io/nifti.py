@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from serving.atomic import atomic_file
 from serving.errors import DataError
 from serving.image import Image
 from serving.lazy_import import lazy_import
@@ -105,16 +105,9 @@ def write_nifti(image: Image, path: str | os.PathLike) -> Path:
     header.set_qform(affine, code=1)
     header.set_xyzt_units(xyz="mm")
     header["descrip"] = f"{_DESCRIP_PREFIX}{image.modality}"[:79].encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
-    # nibabel picks gzip from the (lower-case) suffix, so the temporary name keeps one.
-    tmp = path.parent / f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
-    try:
+    # nibabel picks gzip from the suffix, which the temporary name keeps.
+    with atomic_file(path) as tmp:
         nib.save(nifti, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -92,6 +92,9 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(model, tmp_path):
         ({"postprocess": {"min_component_voxels": -1}}, r"min_component_voxels.*Received: -1"),
         ({"task": "registration"}, r"`task` must be one of"),
         ({"extra": {"bad": object()}}, r"`extra` must be JSON-serialisable"),
+        ({"extra": {"run": {"dir": "/home/me/run"}}},
+         r"`extra` must not hold absolute local paths.*Received: extra\.run\.dir='/home/me/run'"),
+        ({"extra": {"data": ["ok", "C:\\Users\\me"]}}, r"Received: extra\.data\[1\]='C:"),
     ],
 )
 def test_invalid_arguments(model, tmp_path, kwargs, match):
@@ -126,3 +129,22 @@ def test_compiled_model_is_bundled_without_its_training_state(tmp_path):
     x = np.random.default_rng(0).uniform(-1100, 500, (1, 32, 32, 1)).astype(np.float32)
     np.testing.assert_array_equal(loaded(x), model(x, training=False))
     assert model.compiled  # the caller's model is left as it was
+
+
+def test_no_absolute_path_in_a_manifest(bundle_dir, tmp_path):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert bundle_writer.absolute_paths(manifest) == []
+    assert str(tmp_path.parent) not in json.dumps(manifest)
+    found = bundle_writer.absolute_paths({"a": {"b": ["x", "/etc"]}, "c": "~/x", "d": "\\\\srv\\s",
+                                          "e": "d:/data", "f": "CPU:0", "g": "../../data"})
+    assert found == ["a.b[1]='/etc'", "c='~/x'", "d='\\\\\\\\srv\\\\s'", "e='d:/data'"]
+
+
+def test_relative_location_is_relative_to_the_bundle_or_none(tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    bundle = project / "runs" / "seg" / "bundle"
+    assert bundle_writer.relative_location(project / "data", bundle) == "../../../data"
+    assert bundle_writer.relative_location(bundle / "sub", bundle) == "sub"
+    # Sharing only the file system root, a relative path would spell out the absolute one.
+    assert bundle_writer.relative_location("/", bundle) is None

@@ -127,6 +127,36 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
         k: v for k, v in before.items() if k != "parity"
     }
     assert load_bundle(bundle).parity["verdict"] == "pass"
+    # Files inside the bundle name cases by position, never by case id (a patient ID, maybe),
+    # and the bundle by its folder name, never by a local path.
+    assert data["cases"] == ["#0", "#1", "#2"] and data["foreground_cases"] == ["#0", "#1", "#2"]
+    assert set(data["artefacts"]["onnx"]["dice_agreement"]) == {"#0", "#1", "#2"}
+    assert data["bundle"] == result.bundle_path.name and "#0 to #2 in the order parity read them" in md
+    for path in (report / "parity.json", report / "parity.md", bundle / "manifest.json"):
+        text = path.read_text()
+        assert "case0" not in text and str(tmp_path) not in text, path
+    assert result.to_dict(local=True)["cases"] == ["case0", "case1", "case2"]
+
+
+def test_report_outside_the_bundle_records_no_local_path(bundle_dir, result, tmp_path):
+    bundle = copy_bundle(bundle_dir, tmp_path / "b")
+    report = write_parity_report(result, tmp_path / "elsewhere", bundle=bundle)
+    assert (report / "parity.json").is_file()
+    recorded = json.loads((bundle / "manifest.json").read_text())["parity"]
+    assert recorded["verdict"] == "pass" and recorded["report"] is None
+
+
+def test_shape_mismatch_messages_name_cases_by_position_in_files():
+    entry = {"key": "onnx", "format": "onnx", "file": "model.onnx", "sha256": "0"}
+    acc = _Accumulator(10, np.random.default_rng(0))
+    acc.add("MRN-0042", np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4), np.uint8),
+            np.zeros((1, 4, 5, 1), np.float32), 0.5)
+    a = acc.finish(entry, Tolerances(), "test")
+    assert a.messages[0:1] == ["onnx: output shape differs from Keras (MRN-0042: (1, 4, 5, 1) != "
+                          "(1, 4, 4, 1))"]
+    written = a.to_dict({"MRN-0042": "#0"})
+    assert written["shape_mismatches"] == {"#0": "(1, 4, 5, 1) != (1, 4, 4, 1)"}
+    assert "MRN" not in json.dumps(written)
 
 
 def test_slightly_perturbed_onnx_fails_max_abs_only(bundle_dir, cases, tmp_path):

@@ -1,6 +1,8 @@
+from types import SimpleNamespace
+
 import pytest
 
-from export.run_export import compare_bundle, load_run_model
+from export.run_export import compare_bundle, load_run_model, recorded_data_root
 from serving.errors import ConfigError, DataError
 
 
@@ -20,3 +22,23 @@ def test_truncated_run_model_names_the_file(tmp_path):
     with pytest.raises(DataError, match=r"model\.keras` must be a readable \.keras archive.*"
                        r"Received: a 104-byte file that is not a zip archive"):
         load_run_model(path)
+
+
+def _bundle(path, extra):
+    return SimpleNamespace(path=path, manifest={"extra": extra})
+
+
+def test_recorded_data_root_is_relative_to_the_bundle_folder(tmp_path):
+    data, bundle = tmp_path / "data", tmp_path / "runs" / "seg" / "bundle"
+    data.mkdir()
+    (data / "manifest.csv").write_text("case_id\n")
+    recorded = recorded_data_root(_bundle(bundle, {"data_root": "../../../data"}), bundle)
+    assert recorded.resolve() == data.resolve()
+    # An absolute path, as bundles recorded before the rule, is still followed.
+    assert recorded_data_root(_bundle(bundle, {"data_root": str(data)}), bundle) == data
+    with pytest.raises(DataError, match=r"does not record its validation data; pass --data"):
+        recorded_data_root(_bundle(bundle, {"data_root": None}), bundle)
+    moved = tmp_path / "device" / "bundle"
+    with pytest.raises(DataError, match=r"records its validation data at `\.\./\.\./\.\./data` "
+                       r"relative to the bundle folder, which holds no manifest\.csv.*pass --data"):
+        recorded_data_root(_bundle(moved, {"data_root": "../../../data"}), moved)

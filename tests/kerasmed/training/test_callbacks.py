@@ -66,7 +66,7 @@ def test_checkpoint_is_replaced_atomically_and_keeps_a_better_best(tmp_path):
     model = _model()
     checkpoint = AtomicModelCheckpoint(str(path), monitor="val_loss", mode="min", save_best_only=True)
     _fit(model, [checkpoint], epochs=2)
-    assert path.is_file() and not list(tmp_path.glob(".*partial*"))
+    assert path.is_file() and not list(tmp_path.glob(".*"))  # no temporary left
     before, best = path.read_bytes(), checkpoint.get_state()["best"]
 
     # A save killed half-way leaves the previous checkpoint whole.
@@ -82,6 +82,15 @@ def test_checkpoint_is_replaced_atomically_and_keeps_a_better_best(tmp_path):
     resumed.set_model(_model(seed=1))
     resumed.on_epoch_end(2, {"val_loss": best * 10})
     assert path.read_bytes() == before
+
+
+def test_checkpoint_removes_temporaries_a_killed_run_left(tmp_path):
+    stale = tmp_path / ".best.tmp-0123abcd.keras"  # `kill -9` mid-save skips every cleanup
+    stale.write_bytes(b"half a zip")
+    checkpoint = AtomicModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_loss", mode="min",
+                                       save_best_only=True)
+    _fit(_model(), [checkpoint], epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
 
 
 def test_backup_commits_atomically_and_restores_weights_optimizer_and_state(tmp_path):

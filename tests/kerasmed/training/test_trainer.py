@@ -31,7 +31,7 @@ def test_finished_run_folder(reference_run):
     assert not (run_dir / "backup").exists()  # removed once the run is complete
     marker = read_marker(run_dir)  # training made the folder, so a later run may tell it is a run
     assert marker["kind"] == RUN and marker["created_by"] == "kerasmed train"
-    assert not list(run_dir.rglob("*.partial*"))
+    assert not [p for p in run_dir.rglob(".*") if ".tmp-" in p.name]  # no temporaries left
     assert [r["epoch"] for r in read_log(run_dir / "training_log.csv")] == ["0", "1", "2"]
     assert json.loads((run_dir / "train_summary.json").read_text()) == summary
     assert summary["epochs_run"] == 3 and summary["resumed_from_epoch"] is None
@@ -45,7 +45,7 @@ def _interrupt_second_backup(monkeypatch):
     def dying_save(self):
         calls.append(1)
         if len(calls) == 2:
-            Path(self.backup_dir, ".partial-epoch-00002.weights.h5").write_bytes(b"half a file")
+            Path(self.backup_dir, ".epoch-00002.tmp-0123abcd.weights.h5").write_bytes(b"half a file")
             raise KeyboardInterrupt("killed while writing the backup")
         save(self)
 
