@@ -1,0 +1,163 @@
+"""How a corpus case is declared (`case`, `Api`, `Cli`) and the work folder it runs in."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from export.demo import PROFILES
+from kerasmed.config import load_config
+from tests.helpers import (
+    copy_bundle,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "lung_nodule_seg_2d.yaml"
+KERASMED = Path(sys.executable).parent / "kerasmed"
+
+
+# --- what a case expects -------------------------------------------------------------------------
+
+@dataclass
+class Api:
+    """Call `call()`; it must raise `error` whose text is one line holding every needle."""
+
+    call: Callable[[], Any]
+    error: type[BaseException]
+    needles: tuple = ()  # substrings, or compiled regexes searched for
+    absent: tuple = ()  # substrings the message must not hold (e.g. a misleading old wording)
+    outputs: tuple = ()  # paths relative to the work folder the call may change
+
+
+@dataclass
+class Cli:
+    """Run `kerasmed -q ARGS` in the work folder; one stderr line holding every needle."""
+
+    args: tuple
+    needles: tuple = ()
+    absent: tuple = ()
+    outputs: tuple = ()
+    code: int = 2
+    in_process: bool = False  # only for commands that fail after TensorFlow is imported
+    terminate_when: Callable[[], bool] | None = None  # send SIGTERM once this is true
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Work], Api | Cli]
+
+
+CASES: list[Case] = []
+
+
+def case(case_id: str):
+    """Register `build(work) -> Api | Cli` as the case `case_id`."""
+
+    def register(build):
+        CASES.append(Case(case_id, build))
+        return build
+
+    return register
+
+
+# --- the work folder and shared fixtures ---------------------------------------------------------
+
+_RUNNERS: dict[str, Any] = {}
+
+
+class Work:
+    """A case's work folder, with writable copies of the shared fixtures it asks for."""
+
+    def __init__(self, path: Path, request):
+        self.path = path
+        self._request = request
+        self.watched: list[Path] = []  # shared, read-only fixtures the case reads
+
+    def file(self, rel: str, content: str | bytes = b"") -> Path:
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    def config(self, content: dict | str | bytes | None = None, rel: str = "config.yaml") -> Path:
+        """A config file: the shipped one with `content`'s sections merged in, or raw text."""
+        if isinstance(content, (str, bytes)):
+            return self.file(rel, content)
+        raw = yaml.safe_load(CONFIG.read_text())
+        for section, values in (content or {}).items():
+            if isinstance(values, dict) and isinstance(raw.get(section), dict):
+                raw[section].update(values)
+            else:
+                raw[section] = values
+        return self.file(rel, yaml.safe_dump(raw, sort_keys=False))
+
+    def bundle(self, rel: str = "bundle") -> Path:
+        """A writable copy of the shared tiny bundle (keras, saved_model, tflite, onnx)."""
+        return copy_bundle(self._request.getfixturevalue("bundle_dir"), self.path / rel)
+
+    def data(self, rel: str = "data") -> Path:
+        """A writable copy of the shared tiny synthetic dataset (4 DICOM cases, 12x96x96)."""
+        src = self._request.getfixturevalue("corpus_data")
+        return Path(shutil.copytree(src, self.path / rel, symlinks=True))
+
+    def keras_model(self):
+        """The shared bundle's Keras model (loaded once per session)."""
+        return self._request.getfixturevalue("keras_model")
+
+    def runner(self, fmt: str):
+        """A runner of the shared bundle's artefact (built once per session; watched)."""
+        from serving.runners.registry import make_runner
+
+        bundle = self._request.getfixturevalue("bundle_dir")
+        self.watched.append(Path(bundle))
+        if fmt not in _RUNNERS:
+            options = {"onnx": {"intra_op_num_threads": 1}, "tflite": {"num_threads": 1}}
+            file = {"onnx": "model.onnx", "tflite": "model.tflite", "saved_model": "saved_model"}
+            _RUNNERS[fmt] = make_runner(fmt, Path(bundle) / file[fmt], **options.get(fmt, {}))
+        return _RUNNERS[fmt]
+
+    def run_folder(self, rel: str = "run", data: Path | None = None, model: bytes | None = None,
+                   config: bytes | None = None) -> Path:
+        """A run folder as `train` leaves it: marker, config.yaml, model.keras, summary."""
+        from serving.ownership import RUN, write_marker
+
+        run = self.path / rel
+        run.mkdir(parents=True)
+        write_marker(run, RUN, "kerasmed train")
+        if config is None:
+            sections = {"data": {"root": str(data)}} if data else {}
+            config = self.config(sections, rel=f"{rel}/config.yaml").read_bytes()
+        (run / "config.yaml").write_bytes(config)
+        if model is None:
+            model = (Path(self._request.getfixturevalue("bundle_dir")) / "model.keras").read_bytes()
+        (run / "model.keras").write_bytes(model)
+        (run / "train_summary.json").write_text('{"epochs_run": 2}\n')
+        return run
+
+
+@pytest.fixture(scope="session")
+def corpus_data(tmp_path_factory):
+    """The tiny profile's synthetic dataset (4 cases of 12 x 96 x 96). Copy it (`Work.data`)."""
+    from kerasmed.data.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("corpus") / "data"
+    s = load_config(CONFIG, PROFILES["tiny"]).synthetic
+    generate_dataset(root, num_cases=s.num_cases, seed=s.seed, shape=s.shape,
+                     split_fractions=s.split_fractions, progress=False)
+    return root
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
