@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -26,7 +25,6 @@ from kerasmed.data.manifest import read_manifest, split_cases
 from kerasmed.run import check_keras_archive, load_run, read_json
 from serving.bundle import load_bundle
 from serving.errors import ConfigError, DataError
-from serving.image import Image
 from serving.io import read_image
 from serving.ownership import check_writable_folder
 
@@ -135,16 +133,6 @@ def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str = "manifest
     return root
 
 
-def validation_cases(
-    data_root: str | Path, manifest: str = "manifest.csv", split: str = "val",
-    max_cases: int | None = None,
-) -> Iterator[tuple[str, Image]]:
-    """`(case_id, Image)` of a split, read lazily from the original files."""
-    rows = split_cases(read_manifest(data_root, manifest), split)
-    for row in rows.head(max_cases).itertuples() if max_cases else rows.itertuples():
-        yield row.case_id, read_image(row.image_path)
-
-
 def _check_max_cases(max_cases: int | None) -> None:
     if max_cases is not None and (isinstance(max_cases, bool) or not isinstance(max_cases, int)
                                   or max_cases < 1):
@@ -187,14 +175,17 @@ def compare_bundle(
     manifest = extra.get("manifest") or "manifest.csv"
     split = split or extra.get("validation_split", "val")
     root = data_root or recorded_data_root(bundle, bundle_dir, manifest)
-    cases = list(validation_cases(root, manifest, split, max_cases))
+    # The split's rows are read once: they give the cases checked and the split's size (the scope).
+    rows = split_cases(read_manifest(root, manifest), split)
+    cases = [(r.case_id, read_image(r.image_path))
+             for r in (rows.head(max_cases) if max_cases else rows).itertuples()]
     result = run_parity(
         bundle, cases, tolerances=tolerances, formats=formats, progress=progress,
         min_foreground_cases=min_foreground_cases, use_tf32=use_tf32,
     )
     result.scope = {
         "split": split,
-        "split_cases": len(split_cases(read_manifest(root, manifest), split)),
+        "split_cases": len(rows),
         "bundle_artefacts": [k for k in bundle.artefact_keys if k != result.reference],
     }
     full = not result.narrower
