@@ -27,6 +27,7 @@ voxel `index` (in array order) is `origin + direction @ (index * spacing)`, wher
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import numpy as np
@@ -186,6 +187,41 @@ class Image:
             changes["channels"] = 1
         return dataclasses.replace(self, array=array, **changes)
 
+    def reoriented(self) -> Image:
+        """The same voxels with array axes permuted and flipped to the closest axial order.
+
+        Afterwards axis 0 runs as close as possible to +S, axis 1 to +P and axis 2 to +L (in 2D:
+        axis 0 to +P, axis 1 to +L), the order a plain axial DICOM series reads in. No voxel is
+        resampled: values move, `spacing` is permuted with its axes, `origin` becomes the LPS
+        position of the voxel now first, and an oblique grid stays oblique (its direction is as
+        near the identity order as a permutation and flips allow). The channel axis stays last.
+
+        Returns:
+            The reoriented image (`self` when nothing changes).
+        """
+        target = axial_direction(self.ndim)
+        # cosine[t, a]: how far array axis a runs along target axis t.
+        cosine = target.T @ self.direction
+        orders = itertools.permutations(range(self.ndim))
+        best = max(orders, key=lambda p: sum(abs(cosine[t, a]) for t, a in enumerate(p)))
+        flips = [a for t, a in enumerate(best) if cosine[t, a] < 0]
+        if list(best) == list(range(self.ndim)) and not flips:
+            return self
+        array = np.flip(self.array, axis=flips) if flips else self.array
+        axes = list(best) + list(range(self.ndim, self.array.ndim))
+        array = np.ascontiguousarray(np.transpose(array, axes))
+        first = [self.shape[a] - 1 if a in flips else 0 for a in range(self.ndim)]
+        direction = self.direction[:, list(best)] * [(-1.0 if a in flips else 1.0) for a in best]
+        metadata = dict(self.metadata)
+        if "spacing_assumed_axes" in metadata:
+            metadata["spacing_assumed_axes"] = sorted(
+                best.index(a) for a in metadata["spacing_assumed_axes"]
+            )
+        return dataclasses.replace(
+            self, array=array, spacing=tuple(self.spacing[a] for a in best),
+            origin=tuple(self.index_to_physical(first)), direction=direction, metadata=metadata,
+        )
+
     def same_geometry(self, other: Image, atol: float = 1e-3) -> bool:
         """Whether two images share the spatial grid: shape, spacing, origin and direction.
 
@@ -197,3 +233,4 @@ class Image:
             and np.allclose(self.origin, other.origin, atol=atol)
             and np.allclose(self.direction, other.direction, atol=atol)
         )
+

@@ -142,7 +142,9 @@ def _check_declared_size(proxy, path: Path) -> None:
         )
 
 
-def read_nifti(path: str | os.PathLike) -> Image:
+def read_nifti(
+    path: str | os.PathLike, canonical: bool = False, volume: int | None = None
+) -> Image:
     """Read a NIfTI-1/2 file into an `Image` in array order `(z, y, x)` and LPS geometry.
 
     The stored dtype is kept (uint8 masks stay uint8) unless the header asks for intensity
@@ -150,6 +152,11 @@ def read_nifti(path: str | os.PathLike) -> Image:
 
     Args:
         path: a `.nii` or `.nii.gz` file.
+        canonical: reorder and flip the axes to the closest axial order (`Image.reoriented`:
+            z along +S, rows along +P, columns along +L), whatever order the file stores; no
+            voxel is resampled. Off by default: the file's own voxel order.
+        volume: for a 4D file holding several volumes (time points, diffusion directions,
+            phases), the 0-based index of the one to read; required then, refused otherwise.
 
     Returns:
         An `Image` of shape `(k, j, i)` with spacing, origin and direction converted from the
@@ -157,7 +164,9 @@ def read_nifti(path: str | os.PathLike) -> Image:
 
     Raises:
         DataError: if the file is missing, not NIfTI, truncated (its header declares more voxel
-            data than it holds), empty, not 2D/3D, or its affine is not finite or degenerate.
+            data than it holds), empty, not 2D/3D (or 4D with `volume`), or its affine is not
+            finite or degenerate; or `volume` is missing for a 4D file, out of range, or given
+            for a 3D one.
 
     Example:
         >>> mask = read_nifti("case_000/nodules.nii.gz")      # uint8 (z, y, x)
@@ -175,14 +184,27 @@ def read_nifti(path: str | os.PathLike) -> Image:
     except Exception as err:  # nibabel, gzip and numpy raise many types for a damaged file
         raise _unreadable(path, err) from err
     _check_declared_size(nifti.dataobj, path)
+    proxy = nifti.dataobj
+    volumes = proxy.shape[3] if len(proxy.shape) == 4 else None
+    if volume is not None and (volumes is None or not 0 <= volume < volumes):
+        raise DataError(
+            f"`volume` must index one of the volumes of a 4D NIfTI file `{path}` (0 to "
+            f"{volumes - 1 if volumes else 'none'}). Received: volume={volume!r}, "
+            f"file shape={tuple(proxy.shape)}"
+        )
+    if volume is None and volumes is not None and volumes > 1:
+        raise DataError(
+            f"`{path}` holds {volumes} volumes (4D, shape {tuple(proxy.shape)}): pass `volume=` "
+            f"(0 to {volumes - 1}) to read one. Received: volume=None"
+        )
     try:
         with np.errstate(all="ignore"):
-            data = np.asanyarray(nifti.dataobj)
+            # Slicing the proxy reads that volume only, not the whole 4D file.
+            data = np.asanyarray(proxy[..., volume if volume is not None else 0]
+                                 if volumes is not None else proxy)
             affine = np.asarray(nifti.affine, float)
     except Exception as err:
         raise _unreadable(path, err) from err
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3 or data.size == 0:
@@ -208,10 +230,11 @@ def read_nifti(path: str | os.PathLike) -> Image:
     )
     if text.startswith(_DESCRIP_PREFIX):
         modality = text[len(_DESCRIP_PREFIX) :].strip() or "OT"
-    return Image(
+    image = Image(
         array=np.ascontiguousarray(data.transpose(2, 1, 0)),
         spacing=tuple(spacing_ijk[::-1]),
         origin=tuple(_LPS_TO_RAS @ affine[:3, 3]),
         direction=direction_ijk[:, ::-1],
         modality=modality,
     )
+    return image.reoriented() if canonical else image

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from serving.errors import DataError
-from serving.image import Image
+from serving.image import Image, axial_direction
 
 
 def test_index_physical_round_trip_with_oblique_direction():
@@ -77,3 +77,70 @@ def test_assumed_spacing_axes_come_from_metadata():
     partial = Image(np.zeros((2, 3, 4)), (1, 0.5, 0.5),
                     metadata={"spacing_source": "file", "spacing_assumed_axes": [0]})
     assert partial.assumed_spacing_axes == (0,)
+
+
+def _positions_and_values(image: Image):
+    """LPS position (mm) and value of every voxel, sorted by position, to compare two layouts."""
+    index = np.indices(image.shape).reshape(image.ndim, -1).T
+    points = image.index_to_physical(index)
+    values = image.array.reshape(len(points), -1)
+    order = np.lexsort(np.round(points, 3).T[::-1])
+    return points[order], values[order]
+
+
+@pytest.mark.parametrize("axes,flips", [((0, 1, 2), (1,)), ((2, 0, 1), ()), ((1, 2, 0), (0, 2)),
+                                        ((2, 1, 0), (0, 1, 2))])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_reoriented_undoes_any_permutation_and_flip_exactly(axes, flips, channels):
+    rng = np.random.default_rng(3)
+    shape = (4, 5, 6) + ((channels,) if channels > 1 else ())
+    axial = Image(rng.integers(-1000, 1000, shape).astype(np.int16), spacing=(2.5, 0.7, 0.9),
+                  origin=(-10.0, 20.0, 30.0), channels=channels)
+    # The same voxels stored in another order: flip, then permute, with the geometry to match.
+    array = np.flip(axial.array, axis=flips) if flips else axial.array
+    array = np.transpose(array, list(axes) + list(range(3, array.ndim)))
+    first = [axial.shape[a] - 1 if a in flips else 0 for a in range(3)]
+    signs = [-1.0 if a in flips else 1.0 for a in axes]
+    stored = Image(array, spacing=tuple(axial.spacing[a] for a in axes),
+                   origin=tuple(axial.index_to_physical(first)),
+                   direction=axial.direction[:, list(axes)] * signs, channels=channels)
+
+    back = stored.reoriented()
+
+    np.testing.assert_array_equal(back.array, axial.array)
+    assert back.array.dtype == np.int16 and back.channels == channels
+    np.testing.assert_allclose(back.spacing, axial.spacing, atol=1e-12)
+    np.testing.assert_allclose(back.origin, axial.origin, atol=1e-9)
+    np.testing.assert_allclose(back.direction, axial.direction, atol=1e-12)
+    for a, b in zip(_positions_and_values(stored), _positions_and_values(back)):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_reoriented_keeps_an_oblique_grid_and_every_voxel_in_place():
+    angle = np.deg2rad(30.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                         [0, 0, 1]])
+    # Columns: axis 0 along about -L, axis 1 along about +S, axis 2 along about -P.
+    direction = rotation @ np.array([[-1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    image = Image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), spacing=(1.0, 2.0, 3.0),
+                  origin=(5.0, -7.0, 11.0), direction=direction,
+                  metadata={"spacing_assumed_axes": [1]})
+    back = image.reoriented()
+    # The closest axial order: axis 0 is the old axis 1 (S), axis 1 the old axis 2 (P), axis 2
+    # the old axis 0 (L, flipped), with their spacings.
+    assert back.shape == (4, 5, 3) and back.spacing == (2.0, 3.0, 1.0)
+    assert back.metadata["spacing_assumed_axes"] == [0]
+    cosines = np.diag(axial_direction().T @ back.direction)  # per axis, against S, P, L
+    np.testing.assert_allclose(cosines, [1.0, np.cos(angle), np.cos(angle)], atol=1e-12)
+    for a, b in zip(_positions_and_values(image), _positions_and_values(back)):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    assert back.reoriented() is back
+
+
+def test_reoriented_2d_image():
+    image = Image(np.arange(6).reshape(2, 3), spacing=(0.5, 0.25),
+                  direction=np.array([[0.0, -1.0], [1.0, 0.0]]))
+    back = image.reoriented()
+    np.testing.assert_allclose(back.direction, np.eye(2)[::-1], atol=1e-12)
+    for a, b in zip(_positions_and_values(image), _positions_and_values(back)):
+        np.testing.assert_allclose(a, b, atol=1e-9)
