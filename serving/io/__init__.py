@@ -4,8 +4,8 @@ Writers: NIfTI, a CT DICOM series, a DICOM SEG of a mask over its source series
 (`write_dicom_seg`), PNG overlays (`write_overlay`) and findings as CSV/JSON (`mask_findings`,
 `write_findings`).
 
-pydicom, nibabel, Pillow, highdicom and scipy are imported only when a file that needs them is
-actually read or written.
+pydicom, nibabel, Pillow, tifffile, highdicom and scipy are imported only when a file that needs
+them is actually read or written.
 """
 
 from serving.io.dicom import read_dicom_file, read_dicom_series, write_dicom_series

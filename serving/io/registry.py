@@ -20,6 +20,7 @@ from serving.io.dicom import read_dicom_file, read_dicom_series
 from serving.io.nifti import read_nifti
 from serving.io.npy import read_npy, read_npz
 from serving.io.raster import read_raster
+from serving.io.tiff import read_tiff
 
 READERS: dict[str, Callable[..., Image]] = {
     "dicom": read_dicom_series,
@@ -29,7 +30,7 @@ READERS: dict[str, Callable[..., Image]] = {
     "npz": read_npz,
     "png": read_raster,
     "jpeg": read_raster,
-    "tiff": read_raster,
+    "tiff": read_tiff,
 }
 # File-name endings per reader; a directory always means "dicom".
 SUFFIXES: dict[str, tuple[str, ...]] = {

@@ -184,8 +184,8 @@ def _(w):
     buffer = io.BytesIO()
     PIL.Image.fromarray(np.arange(4096, dtype=np.uint16).reshape(64, 64)).save(buffer, format="TIFF")
     path = w.file("scan.tif", buffer.getvalue()[:4000])
-    return Api(_read(path), DataError, (f"`{path}` must be a complete PNG, JPEG or TIFF image",
-                                        "Received:"))
+    return Api(_read(path), DataError,
+               (f"`{path}` must be a complete TIFF image that tifffile can read", "Received: ValueError"))
 
 
 @case("data/image-format-unknown")

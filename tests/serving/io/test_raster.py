@@ -1,8 +1,8 @@
-"""PNG, JPEG and TIFF readers: pixel values against Pillow's own decode or values set by hand.
+"""PNG and JPEG readers: pixel values against Pillow's own decode or values set by hand.
 
 Real files: matplotlib's sample data (`mpl-data/sample_data/`: `grace_hopper.jpg` RGB JPEG,
-`logo2.png` and `Minduka_Present_Blue_Pack.png` RGBA PNGs; it ships no TIFF). The rest is built
-here with Pillow from arrays whose values, and whose spacing, the test sets itself.
+`logo2.png` and `Minduka_Present_Blue_Pack.png` RGBA PNGs). The rest is built here with Pillow
+from arrays whose values, and whose spacing, the test sets itself. TIFF: `test_tiff.py`.
 """
 
 import re
@@ -18,7 +18,7 @@ from serving.errors import DataError
 from serving.inference import predict_image
 from serving.io import read_image, read_raster, write_nifti
 from serving.io.registry import format_of
-from serving.preprocessing import PreprocessSpec, preprocess
+from serving.preprocessing import PreprocessSpec
 
 SAMPLES = ("grace_hopper.jpg", "logo2.png", "Minduka_Present_Blue_Pack.png")
 
@@ -102,83 +102,6 @@ def test_palette_png_reads_as_the_colours_it_shows(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "grey.png").array, [[0, 100], [255, 100]])
 
 
-def test_16_bit_grey_tiff_is_exact_with_assumed_spacing(tmp_path):
-    grey = _ramp((7, 11), np.uint16, scale=853)
-    assert grey.max() > 60000
-    path = tmp_path / "scan.tif"
-    PIL.Image.fromarray(grey).save(path)
-    image = read_image(path)
-    assert image.array.dtype == np.uint16 and image.array.dtype.isnative
-    np.testing.assert_array_equal(image.array, grey)
-    assert image.spacing == (1.0, 1.0) and image.metadata["spacing_source"] == "assumed"
-
-
-@pytest.mark.parametrize(
-    "unit, x_res, y_res, spacing_yx",
-    [
-        (3, 40.0, 20.0, (10 / 20, 10 / 40)),  # pixels per cm: 0.5 mm rows, 0.25 mm columns
-        (2, 254.0, 127.0, (25.4 / 127, 25.4 / 254)),  # pixels per inch: 0.2 mm, 0.1 mm
-    ],
-)
-def test_multipage_tiff_is_a_stack_with_spacing_from_resolution_tags(
-    tmp_path, unit, x_res, y_res, spacing_yx
-):
-    stack = _ramp((3, 5, 6), np.uint16, scale=2003)
-    pages = [PIL.Image.fromarray(page) for page in stack]
-    path = tmp_path / "stack.tiff"
-    pages[0].save(path, save_all=True, append_images=pages[1:], resolution_unit=unit,
-                  x_resolution=x_res, y_resolution=y_res)
-    image = read_image(path)
-    assert image.shape == (3, 5, 6) and image.channels == 1
-    np.testing.assert_array_equal(image.array, stack)
-    np.testing.assert_allclose(image.spacing, (1.0,) + spacing_yx, rtol=1e-12)
-    # TIFF has no slice-spacing tag: axis 0 is assumed, rows and columns are known.
-    assert image.metadata["spacing_source"] == "file" and image.assumed_spacing_axes == (0,)
-    x, record = preprocess(image, PreprocessSpec((None, 0.05, 0.05), (None, None, None)))
-    assert x.shape[0] == 3 and record.output_spacing[1:] == pytest.approx((0.05, 0.05), rel=0.05)
-    with pytest.raises(DataError, match=r"spacing of axes \[0\] is unknown"):
-        preprocess(image, PreprocessSpec((2.0, None, None), (None, None, None)))
-
-
-def test_imagej_tiff_gives_pixel_and_slice_spacing_in_its_unit(tmp_path):
-    stack = _ramp((4, 3, 5), np.uint8, scale=7)
-    pages = [PIL.Image.fromarray(page) for page in stack]
-    path = tmp_path / "cells.tif"
-    description = "ImageJ=1.54f\nimages=4\nslices=4\nunit=micron\nspacing=2.5\nloop=false\n"
-    # ImageJ writes resolution in pixels per `unit`, with ResolutionUnit "none" (1).
-    pages[0].save(path, save_all=True, append_images=pages[1:], description=description,
-                  resolution_unit=1, x_resolution=4.0, y_resolution=2.0)
-    image = read_image(path)
-    np.testing.assert_array_equal(image.array, stack)
-    np.testing.assert_allclose(image.spacing, (2.5e-3, 0.5e-3, 0.25e-3), rtol=1e-12)
-    assert image.metadata["spacing_source"] == "file" and image.assumed_spacing_axes == ()
-
-
-def test_resolution_unit_none_is_not_a_length(tmp_path):
-    path = tmp_path / "pixels.tif"
-    PIL.Image.fromarray(np.zeros((3, 3), np.uint8)).save(
-        path, resolution_unit=1, x_resolution=72.0, y_resolution=72.0)
-    assert read_image(path).metadata["spacing_source"] == "assumed"
-
-
-def test_rgb_tiff_stack_keeps_channels_last(tmp_path):
-    stack = _ramp((2, 4, 5, 3), np.uint8, scale=11)
-    pages = [PIL.Image.fromarray(page) for page in stack]
-    path = tmp_path / "rgb.tif"
-    pages[0].save(path, save_all=True, append_images=pages[1:])
-    image = read_image(path)
-    assert (image.shape, image.channels) == ((2, 4, 5), 3)
-    np.testing.assert_array_equal(image.array, stack)
-
-
-def test_tiff_pages_of_different_sizes_are_refused(tmp_path):
-    path = tmp_path / "mixed.tif"
-    big, small = PIL.Image.new("L", (6, 5)), PIL.Image.new("L", (3, 2))
-    big.save(path, save_all=True, append_images=[small])
-    with pytest.raises(DataError, match=r"pages of one size and mode.*page 0 \(5, 6\) L, page 1 \(2, 3\) L"):
-        read_image(path)
-
-
 def _png_16_bit_rgb(path, array):
     """A 16-bit RGB PNG written byte by byte (Pillow cannot write one)."""
     def chunk(kind, data):
@@ -199,11 +122,10 @@ def test_16_bit_colour_is_refused_not_truncated_to_8_bits(tmp_path):
         read_image(path)
 
 
-@pytest.mark.parametrize("name", ["empty.png", "empty.tif", "cut.png", "cut.tif", "text.jpg"])
+@pytest.mark.parametrize("name", ["empty.png", "cut.png", "cut.jpg", "text.jpg"])
 def test_empty_truncated_or_foreign_files_give_one_line_naming_the_file(tmp_path, name):
-    source = tmp_path / "source.png"
-    PIL.Image.fromarray(_ramp((64, 64), np.uint8, scale=37)).save(source)
-    PIL.Image.fromarray(_ramp((64, 64), np.uint16, scale=37)).save(tmp_path / "source.tif")
+    for suffix in (".png", ".jpg"):
+        PIL.Image.fromarray(_ramp((64, 64), np.uint8, scale=37)).save(tmp_path / f"source{suffix}")
     path = tmp_path / name
     if name.startswith("cut"):
         data = (tmp_path / f"source{path.suffix}").read_bytes()
