@@ -34,9 +34,11 @@ test: $(VENV)/.installed-dev
 test-slow: $(VENV)/.installed-dev  # the whole suite, slow tests included
 	$(BIN)/python -m pytest -m "not gpu"
 
-# Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png}
+# Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png};
+# then DICOM ingestion and cache throughput against that training figure -> bench/ingest.{json,md,png}
 bench: $(VENV)/.installed-bench
 	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench --repeats 9 --window 30
+	$(BIN)/kerasmed bench-ingest configs/lung_nodule_seg_2d.yaml --output bench --cases 32 --repeats 5
 
 # Validation Dice of the fast profile's budget over three seeds (float32; about 6 minutes on 2 cores).
 bench-seeds: $(VENV)/.installed

@@ -135,7 +135,7 @@ def _check_args(model, formats, class_names, postprocess) -> tuple[str, ...]:
     return tuple(f for f in EXPORTERS if f in formats)
 
 
-def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, extra):
+def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, extra, fingerprint):
     input_name, shape, output_name = model_io(model)
     channels = model.outputs[0].shape[-1]
     meaning = "sigmoid foreground probability" if channels == 1 else "softmax class probabilities"
@@ -152,6 +152,7 @@ def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, e
             "shape": list(shape),
             "units": "HU",
             "preprocessing": spec.to_dict(),
+            **({"fingerprint": dict(fingerprint)} if fingerprint is not None else {}),
         },
         "output": {
             "name": output_name,
@@ -218,6 +219,7 @@ def write_bundle(
     postprocess: dict[str, Any],
     formats: tuple[str, ...] = DEFAULT_FORMATS,
     extra: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Path:
     """Export `model` to every format in `formats` and write the bundle folder.
 
@@ -237,6 +239,8 @@ def write_bundle(
         formats: exporter names (see `export.exporters.registry.EXPORTERS`).
         extra: free-form facts stored under `extra` (training run, dataset, ...); no absolute
             local paths (see `relative_location`).
+        fingerprint: the training set's `kerasmed.data.fingerprint.dataset_fingerprint`,
+            recorded as `input.fingerprint` (numbers and lists of numbers); None records none.
 
     Returns:
         The bundle folder. Its manifest's parity verdict is "not_run" until
@@ -282,6 +286,7 @@ def write_bundle(
             postprocess=postprocess,
             artefacts=artefacts,
             extra=extra,
+            fingerprint=fingerprint,
         )
         refuse_absolute_paths(manifest)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -21,6 +21,7 @@ import kerasmed.layers.hu_window  # noqa: F401 - registers HUWindow for load_mod
 from export.bundle_writer import relative_location, write_bundle
 from export.parity import ParityResult, Tolerances, run_parity
 from export.parity_report import write_parity_report
+from kerasmed.config import DataConfig, config_from_dict
 from kerasmed.data.manifest import read_manifest, split_cases
 from kerasmed.run import check_keras_archive, load_run, read_json
 from serving.bundle import load_bundle
@@ -80,7 +81,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=N
 
     The manifest's `extra` records where the validation cases are, relative to the bundle folder,
     so that `compare` finds them while the bundle stays where it was exported (see the module
-    docstring); no absolute local path is recorded.
+    docstring); no absolute local path is recorded. The run's `fingerprint.json`, if any, becomes
+    `input.fingerprint`.
     """
     run_dir, config = load_run(run_dir)
     model = load_run_model(run_dir / "model.keras")
@@ -103,8 +105,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=N
             "evaluation": read_json(run_dir / "eval" / "summary.json"),
             "config": _portable_config(config.to_dict()),
         },
+        # A run trained before the fingerprint existed has none, and exports without it.
+        fingerprint=read_json(run_dir / "fingerprint.json"),
         **kwargs,
     )
+
+
+def _recorded_data_config(bundle_dir: str | Path, extra: dict) -> DataConfig:
+    """The run's manifest format, column names and split rule, as the bundle's config records them.
+
+    Raises:
+        ConfigError: if the recorded `data` section is not a valid one.
+    """
+    config = extra.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    data = data if isinstance(data, dict) else {}
+    keep = {k: v for k, v in data.items() if k in ("format", "columns", "split")}
+    return config_from_dict({"data": keep}, source=f"The config recorded in bundle {bundle_dir}").data
 
 
 def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str = "manifest.csv") -> Path:
@@ -176,7 +193,7 @@ def compare_bundle(
     split = split or extra.get("validation_split", "val")
     root = data_root or recorded_data_root(bundle, bundle_dir, manifest)
     # The split's rows are read once: they give the cases checked and the split's size (the scope).
-    rows = split_cases(read_manifest(root, manifest), split)
+    rows = split_cases(read_manifest(root, manifest, _recorded_data_config(bundle_dir, extra)), split)
     cases = [(r.case_id, read_image(r.image_path))
              for r in (rows.head(max_cases) if max_cases else rows).itertuples()]
     result = run_parity(

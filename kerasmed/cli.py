@@ -72,15 +72,28 @@ def _generate(args) -> int:
     return 0
 
 
+def _preprocess(args) -> int:
+    from kerasmed.config import load_config
+    from kerasmed.training.inputs import preprocess_dataset
+
+    config = load_config(args.config, args.overrides)
+    r = preprocess_dataset(config, workers=args.workers, prune=args.prune, progress=not args.quiet)
+    print(f"cache: {r.folder}  cases: {r.built} built, {r.reused} reused"
+          + (f"; {r.pruned} unused case/index folders pruned" if args.prune else ""))
+    print(f"index: {r.index}")
+    return 0
+
+
 def _train(args) -> int:
     from kerasmed.config import load_config
-    from kerasmed.data.manifest import read_manifest
+    from kerasmed.data.check import training_cases
     from kerasmed.run import check_run_dir
 
     if args.workers < 1:
         raise ConfigError(f"`--workers` must be at least 1. Received: --workers {args.workers}")
     config = load_config(args.config, args.overrides)
-    read_manifest(config.data.root, config.data.manifest)
+    if not args.skip_bad:  # with it, the check (which reads every file) runs in `train`
+        training_cases(config)
     run_dir = args.run_dir or config.run_dir()
     check_run_dir(run_dir, args.overwrite)  # here too, so that N workers never start to refuse
     if args.workers > 1:
@@ -88,7 +101,8 @@ def _train(args) -> int:
     import_tensorflow()
     from kerasmed.training.trainer import train
 
-    summary = train(config, args.run_dir, progress=not args.quiet, overwrite=args.overwrite)
+    summary = train(config, args.run_dir, progress=not args.quiet, overwrite=args.overwrite,
+                    skip_bad=args.skip_bad)
     if not summary["chief"]:
         print(f"worker {summary['worker']}: training finished; the chief writes {run_dir}")
         return 0
@@ -98,16 +112,21 @@ def _train(args) -> int:
 
 
 def _launch_workers(args, config, run_dir) -> int:
+    from kerasmed.data.check import training_cases
     from kerasmed.training.inputs import cache_for
     from kerasmed.training.launcher import launch_local_workers
 
-    cache_for(config, progress=not args.quiet)  # once, here, rather than raced by every worker
+    # Once, here, rather than raced by every worker (each worker checks again with --skip-bad).
+    cases = training_cases(config, args.skip_bad, progress=not args.quiet)
+    cache_for(config, progress=not args.quiet, manifest=cases)
     worker_args = ["--quiet"] if args.quiet else []
     worker_args += ["train", str(args.config), *(f"--set={o}" for o in args.overrides)]
     if args.run_dir:
         worker_args += ["--run-dir", str(args.run_dir)]
     if args.overwrite:
         worker_args.append("--overwrite")
+    if args.skip_bad:
+        worker_args.append("--skip-bad")
     code = launch_local_workers(worker_args, args.workers)
     if code == 0:
         print(f"run: {run_dir}  ({args.workers} workers)")
@@ -125,7 +144,32 @@ def _evaluate(args) -> int:
 
     s = evaluate(args.run_dir, split=args.split, progress=not args.quiet)
     print(f"{s['split']} cases: {s['cases']}  model mean Dice {s['mean_dice']:.3f}  "
-          f"baseline mean Dice {s['baseline_mean_dice']:.3f}  -> {args.run_dir}/eval")
+          f"baseline mean Dice {_score(s['baseline_mean_dice'])}  -> {args.run_dir}/eval")
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _check_data(args) -> int:
+    from pathlib import Path
+
+    from kerasmed.config import load_config
+    from kerasmed.data.check import check_dataset, default_check_dir
+    from serving.ownership import check_writable_folder
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.output) if args.output else default_check_dir(config)
+    check_writable_folder(out, "`--output` (the report folder)")
+    report = check_dataset(config, progress=not args.quiet)
+    report.write(out)
+    print("\n".join(report.lines() + [report.summary().to_string()]))
+    if report.problems.empty:
+        print(f"no problems in {len(report.cases)} cases; report: {out}")
+        return 0
+    print(f"{len(report.problems)} problem(s) in {report.skipped} of {len(report.cases)} cases; "
+          f"report: {out}")
+    return 1
     return 0
 
 
@@ -137,6 +181,20 @@ def register_builtin(sub) -> None:
     p.add_argument("--output", help="dataset folder (default: data.root of the config)")
     p.add_argument("--overwrite", action="store_true", help="replace a different existing dataset")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("preprocess", help="build the config's preprocessed cache (resumable)",
+                       description="Preprocess every case of the config's dataset into the cache "
+                       "that training reads, in parallel. Finished cases are reused: an interrupted "
+                       "run (even kill -9) started again builds only the rest; data replaced in "
+                       "place, a changed spec or preprocessing code gets new entries.")
+    add_config_arguments(p)
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="processes preprocessing cases at once (default: the CPUs this process "
+                   "may use)")
+    p.add_argument("--prune", action="store_true",
+                   help="delete the cache entries of this preprocessing spec that the current "
+                   "manifest does not use (e.g. of data replaced since)")
+    p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("train", help="train the config's model",
                        description="Train with tf.data, a distribution strategy and Keras callbacks "
@@ -155,7 +213,24 @@ def register_builtin(sub) -> None:
                    help="train again from scratch into a run folder that holds a finished run "
                    "(its model is replaced, once the data has been read), or into a non-empty "
                    "folder that is no run. Without it such folders are refused")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="check every case first (as `kerasmed check-data`, report in "
+                   "<data.root>/check) and train on the cases without a problem, saying how many "
+                   "were skipped. Without it the first bad case is an error")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("check-data", help="read every case of the config's dataset; list every problem",
+                       description="Read every case (image, mask, other *_path files) and list "
+                       "every problem at once, one line each (<case>: <file>: <reason>): missing or "
+                       "unreadable file, mask off the image grid, RGB where grey is needed, empty "
+                       "mask of a train case, unknown label, repeated case or image, a patient in "
+                       "two splits. Then a summary per split (cases, sizes, spacings, intensities, "
+                       "class balance). Writes problems.csv, cases.csv, summary.md and "
+                       "histogram.png. Exit code 0: clean; 1: problems found; 2: the check could "
+                       "not run (config, missing manifest).")
+    add_config_arguments(p)
+    p.add_argument("--output", help="report folder (default: <data.root>/check)")
+    p.set_defaults(func=_check_data)
 
     p = sub.add_parser("evaluate", help="per-case Dice of a run (and the HU baseline) with plots",
                        description="Score a trained run on whole cases in the source geometry; "
@@ -201,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one `kerasmed` command and return its exit code.
 
-    Exit codes: 0 success; 1 a check failed (`compare`: a parity tolerance); 2 a user error, printed
-    as one line on stderr; 130 interrupted by Ctrl-C (SIGINT) and 143 stopped by SIGTERM (128 + the
-    signal number, what a shell reports for a process the signal killed). SIGTERM is handled like
+    Exit codes: 0 success; 1 a check failed (`compare`: a parity tolerance; `check-data`: a
+    problem in the data); 2 a user error, printed as one line on stderr; 130 interrupted by
+    Ctrl-C (SIGINT) and 143 stopped by SIGTERM (128 + the signal number, what a shell reports for
+    a process the signal killed). SIGTERM is handled like
     Ctrl-C: it raises KeyboardInterrupt wherever the command is, so every temp-then-rename writer
     (`serving.atomic`) deletes its temporary folder on the way out and leaves the previous output
     as it was. Further SIGTERMs are ignored while that cleanup runs (SIGKILL still stops it).

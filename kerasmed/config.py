@@ -15,7 +15,7 @@ that `export` then refuses, is refused before anything runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pydantic
 import yaml
@@ -38,34 +38,81 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _split_fractions(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The rule of every (train, val, test) split: shares of the cases (or patients)."""
+    if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6 or not v[0] > 0:
+        raise ValueError("must be 3 non-negative numbers (train, val, test) summing to 1, with train > 0")
+    return v
+
+
+# Checked when the config is read (by `train` too), not only when the split is drawn.
+SplitFractions = Annotated[tuple[float, float, float], pydantic.AfterValidator(_split_fractions)]
+
+
+class ColumnsConfig(_Section):
+    """Manifest column names (`kerasmed.data.manifest` reads them under these canonical names).
+
+    `mask`, `label`, `split` and `patient_id` may be null: no such column. `split` and
+    `patient_id` are optional at their default names: a manifest without a `split` column is
+    split by `data.split`, one without `patient_id` groups by case. Any other name must be a
+    column of the manifest.
+    """
+
+    case_id: str = "case_id"
+    image: str = "image_path"
+    mask: str | None = "mask_path"
+    label: str | None = None
+    split: str | None = "split"
+    patient_id: str | None = "patient_id"
+
+
+class SplitConfig(_Section):
+    """The seeded split of a manifest without a split column (and of an ImageFolder tree)."""
+
+    fractions: SplitFractions = Field(
+        (0.7, 0.15, 0.15), description="train, val, test shares of the patients (else cases)."
+    )
+    seed: int = 0
+
+
+
 class DataConfig(_Section):
     root: str = Field("data/synthetic_lung_ct", description="Folder holding manifest.csv.")
     manifest: str = Field("manifest.csv", description="CSV manifest, relative to `root`.")
     cache_dir: str | None = Field(None, description="Preprocessed cache; default <root>/cache.")
+    format: Literal["csv", "imagefolder"] = Field(
+        "csv", description="`csv`: the manifest; `imagefolder`: `root/<class>/<image>`."
+    )
+    columns: ColumnsConfig = ColumnsConfig()
+    split: SplitConfig = SplitConfig()
 
 
 class SyntheticConfig(_Section):
     num_cases: PositiveInt = 24
     seed: int = 0
     shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (48, 256, 256)
-    split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    split_fractions: SplitFractions = (0.7, 0.2, 0.1)  # the rule of `generate.split_counts`
 
-    @pydantic.field_validator("split_fractions")
-    @classmethod
-    def _fractions(cls, v):
-        # The rule `kerasmed.data.generate.split_counts` applies, checked when the config is read
-        # (by `train` too), not only when `generate` runs.
-        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6 or not v[0] > 0:
-            raise ValueError(
-                "must be 3 non-negative numbers (train, val, test) summing to 1, with train > 0"
-            )
-        return v
 
 
 class PreprocessingConfig(_Section):
     target_spacing: tuple[float | None, float | None, float | None] = (None, 1.5, 1.5)
     size: tuple[PositiveInt | None, PositiveInt | None, PositiveInt | None] = (None, 240, 240)
     pad_value: float = -1024.0
+    # Off by default (see serving.preprocessing for the order of the steps).
+    clip: tuple[float, float] | None = Field(None, description="[low, high] intensity clip, first.")
+    crop_foreground: float | None = Field(
+        None, description="Crop to the box of voxels above this (e.g. -500 HU = body)."
+    )
+    foreground_margin: tuple[
+        pydantic.NonNegativeInt | None, pydantic.NonNegativeInt | None, pydantic.NonNegativeInt | None
+    ] | None = Field(None, description="Voxels around the box per axis, null = keep the axis; "
+                     "one integer = (null, k, k). Default (null, 0, 0): every slice kept.")
+    multiple_of: tuple[PositiveInt | None, PositiveInt | None, PositiveInt | None] | None = Field(
+        None, description="Pad each axis up to a multiple; one integer = (null, k, k)."
+    )
+    zscore: bool = Field(False, description="Per-image z-score (MR, microscopy).")
+    order: Literal["linear", "cubic"] = Field("linear", description="Image interpolation.")
 
     @pydantic.field_validator("target_spacing")
     @classmethod
@@ -74,8 +121,40 @@ class PreprocessingConfig(_Section):
             raise ValueError("entries must be positive millimetres or null")
         return v
 
+    @pydantic.field_validator("foreground_margin", "multiple_of", mode="before")
+    @classmethod
+    def _in_plane(cls, v, info):
+        # One integer means y and x: the slice axis of a 2D slice model is left alone.
+        if not isinstance(v, int) or isinstance(v, bool):
+            return v
+        if v < (1 if info.field_name == "multiple_of" else 0):
+            kind = "positive" if info.field_name == "multiple_of" else "non-negative"
+            raise ValueError(f"must be a {kind} integer or 3 of them (null = leave the axis)")
+        return (None, v, v)
+
+    @pydantic.field_validator("clip")
+    @classmethod
+    def _clip_range(cls, v):
+        if v is not None and not v[0] < v[1]:
+            raise ValueError("must be [low, high] with low < high")
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _margin_needs_threshold(self):
+        if self.foreground_margin is not None and self.crop_foreground is None:
+            raise _RuleError(
+                "config key `preprocessing.foreground_margin` needs `preprocessing.crop_foreground` "
+                "(the threshold of the box it widens). Received: preprocessing.foreground_margin="
+                f"{list(self.foreground_margin)}, preprocessing.crop_foreground=None"
+            )
+        return self
+
     def spec(self) -> PreprocessSpec:
-        return PreprocessSpec(self.target_spacing, self.size, self.pad_value)
+        return PreprocessSpec(
+            self.target_spacing, self.size, self.pad_value, clip=self.clip,
+            crop_foreground=self.crop_foreground, foreground_margin=self.foreground_margin,
+            multiple_of=self.multiple_of, zscore=self.zscore, order=self.order,
+        )
 
 
 class SamplingConfig(_Section):
@@ -106,6 +185,11 @@ class ModelConfig(_Section):
     depth: PositiveInt = 3
     normalization: Literal["batch", "group", "none"] = "batch"
     hu_window: tuple[float, float] = (-1000.0, 400.0)
+    intensity: Literal["hu_window", "ct_fingerprint", "none"] = Field(
+        "hu_window",
+        description="First layer: `hu_window` (clip to model.hu_window, scale to [0, 1]), "
+        "`ct_fingerprint` (nnU-Net CT normalisation from the training set's fingerprint) or `none`.",
+    )
     class_names: tuple[str, ...] = ("background", "nodule")
 
     @pydantic.field_validator("context_slices")

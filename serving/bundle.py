@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from serving.errors import BundleError, ConfigError
-from serving.preprocessing import PreprocessSpec
+from serving.preprocessing import PreprocessSpec, preprocessing_version
 from serving.runners.base_runner import Runner
 from serving.runners.registry import get_runner_class, make_runner, runner_names
 
@@ -150,7 +150,9 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     optionally `key`, `precision` and `converter` (non-empty strings); keys (`key`, else
     `format`) are unique and every `file` is a relative path without `..`. Optional
     `class_names` is a list of strings, `postprocessing` an object whose `threshold`, if any, is
-    a finite number in [0, 1], and `parity` an object.
+    a finite number in [0, 1], and `parity` an object. Optional `input.fingerprint` (the training
+    set's dataset fingerprint) is an object of finite numbers or lists of finite numbers.
+    `input.preprocessing.version`, if any, is a preprocessing version this serving implements.
 
     Args:
         manifest: the value `json.loads` returned.
@@ -183,13 +185,28 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         _require(isinstance(post, dict), "postprocessing", "an object", post)
         if "threshold" in post:
             t = post["threshold"]
-            # An int is always finite, and may be too large for math.isfinite's float().
-            number = isinstance(t, (int, float)) and not isinstance(t, bool)
-            ok = number and (isinstance(t, int) or math.isfinite(t))
-            _require(ok and 0.0 <= t <= 1.0, "postprocessing.threshold", "a number in [0, 1]", t)
+            _require(_is_number(t) and 0.0 <= t <= 1.0, "postprocessing.threshold",
+                     "a number in [0, 1]", t)
     if "parity" in manifest:
         _require(isinstance(manifest["parity"], dict), "parity", "an object", manifest["parity"])
+    if isinstance(manifest["input"].get("preprocessing"), dict):
+        try:  # refused at load: the model was trained on preprocessing this code does not do
+            preprocessing_version(manifest["input"]["preprocessing"])
+        except ConfigError as err:
+            raise BundleError(f"{MANIFEST_NAME}: {err}") from err
+    if "fingerprint" in manifest["input"]:
+        fp = manifest["input"]["fingerprint"]
+        _require(isinstance(fp, dict), "input.fingerprint", "an object", fp)
+        for key, value in fp.items():
+            ok = all(_is_number(v) for v in (value if isinstance(value, list) else [value]))
+            _require(ok, f"input.fingerprint.{key}", "a finite number or a list of them", value)
     return manifest
+
+
+def _is_number(value: Any) -> bool:
+    # An int is always finite, and may be too large for math.isfinite's float().
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and (isinstance(value, int) or math.isfinite(value))
 
 
 def _real_root(root: Path) -> Path:
@@ -352,9 +369,16 @@ class Bundle:
         except (ValueError, OverflowError) as err:  # ConfigError too: the bundle is at fault
             raise BundleError(
                 f"`input.preprocessing` in {MANIFEST_NAME} must hold positive numbers or null "
-                f"per axis in `target_spacing` and `size`, and a finite `pad_value`. Received: "
+                f"per axis in `target_spacing` and `size`, a finite `pad_value`, and valid "
+                f"version-2 steps (clip, crop_foreground, multiple_of, zscore, order). Received: "
                 f"{_short(self.manifest['input']['preprocessing'])} ({type(err).__name__}: {err})"
             ) from err
+
+    @property
+    def fingerprint(self) -> dict[str, Any] | None:
+        """The training set's dataset fingerprint (`input.fingerprint`), None if not recorded."""
+        fp = self.manifest["input"].get("fingerprint")
+        return None if fp is None else dict(fp)
 
     @property
     def postprocess(self) -> dict[str, Any]:

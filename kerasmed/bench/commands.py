@@ -1,5 +1,5 @@
-"""`kerasmed bench-train` and `bench-seeds`, contributed to the CLI through the `kerasmed.commands`
-entry points."""
+"""`kerasmed bench-train`, `bench-ingest` and `bench-seeds`, contributed to the CLI through the
+`kerasmed.commands` entry points."""
 
 from __future__ import annotations
 
@@ -52,6 +52,42 @@ def register_bench_train(sub: argparse._SubParsersAction) -> None:
                    help="synthetic cases to generate when the config's dataset is absent (default: 8)")
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the PyTorch peer")
     p.set_defaults(func=_bench_train)
+
+
+def _bench_ingest(args) -> int:
+    from kerasmed.cli import import_tensorflow
+    from kerasmed.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    import_tensorflow()
+    from kerasmed.bench.ingest_bench import run_ingest_bench
+    from kerasmed.bench.ingest_report import ingest_markdown
+
+    result = run_ingest_bench(config, args.output, cases=args.cases, repeats=args.repeats,
+                              window=args.window, data=args.data, progress=not args.quiet)
+    print(ingest_markdown(result))
+    print(f"written: {args.output}/ingest.json, ingest.md, ingest.png ({result['seconds']:.0f} s)")
+    return 0
+
+
+def register_bench_ingest(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "bench-ingest", "bench",
+        help="DICOM ingestion and cache throughput against what training consumes",
+        description="Time DICOM series ingestion (read_image + preprocess + np.save, one process; "
+        "and build_cache with one worker per CPU) in slices/s and MB/s, and the cached tf.data "
+        "training pipeline without a model in patches/s, in interleaved rounds (page cache warm); "
+        "compare them with the training throughput of OUTPUT/train.json from bench-train (measured "
+        "here when absent or of another setup). Writes OUTPUT/ingest.json, ingest.md and ingest.png.",
+    )
+    p.add_argument("--cases", type=int, default=None,
+                   help="synthetic cases to generate (default: 32), or the first N of --data (default: all)")
+    p.add_argument("--data", help="an existing dataset folder (with the config's data.manifest) to "
+                   "ingest instead of synthetic cases")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (default: 5)")
+    p.add_argument("--window", type=int, default=200,
+                   help="pipeline batches per timed window (default: 200)")
+    p.set_defaults(func=_bench_ingest)
 
 
 def _bench_seeds(args) -> int:

@@ -59,14 +59,24 @@ def plot_train(result: dict, path: Path) -> None:
                  f"{result['patch_size'][0]}x{result['patch_size'][1]}\n{result['cpu_line']}", fontsize=9)
     ax.set_xlim(0, max(x["max"] for x in v) * 1.18)
     ax.grid(axis="x", alpha=0.3)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write atomically (PNG, 110 dpi) and close a bench chart."""
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
-def write_train_report(result: dict, out_dir: Path) -> None:
+def write_bench_files(out_dir: Path, stem: str, result: dict, markdown, plot) -> None:
+    """`<stem>.json`, `<stem>.md` (`markdown(result)`) and `<stem>.png` (`plot(result, path)`)."""
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "train.json", json.dumps(result, indent=2))
-    atomic_write_text(out_dir / "train.md", train_markdown(result))
-    plot_train(result, out_dir / "train.png")
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / f"{stem}.md", markdown(result))
+    plot(result, out_dir / f"{stem}.png")
+
+
+def write_train_report(result: dict, out_dir: Path) -> None:
+    write_bench_files(out_dir, "train", result, train_markdown, plot_train)

@@ -1,15 +1,45 @@
 """Preprocess every case once into an on-disk cache that the tf.data pipeline memory-maps.
 
-The cache folder is keyed by a hash of the manifest and the preprocessing spec, so changing either
-builds a new cache and never reuses a stale one. It is written under a temporary name and renamed
-when complete, so an interrupted build never looks finished.
+Layout under the cache root (`data.cache_dir`, default `<data.root>/cache`)::
+
+    <spec_key>/                    one preprocessing spec: `.kerasmed` marker, `spec.json`, `.lock`
+        cases/<case_key>/          one case: image.npy (Z, H, W) float32, mask.npy uint8, meta.json
+        manifests/<manifest_key>/  index.csv of one manifest's cases: what `build_cache` returns
+
+`spec_key` hashes `spec.to_dict()`, which records the preprocessing code's version too, so a
+changed spec or resampler never reuses a stale cache. `case_key` hashes the case id, its image and
+mask paths and the size and mtime_ns of every input file (each file of a DICOM series folder), so
+data replaced in place is preprocessed again; the old entry stays until `prune=True`.
+
+Each case folder is written under a temporary name and renamed when complete (`atomic_dir`), so a
+folder under its final name is always whole: a rerun after any interruption (Ctrl-C, SIGTERM,
+kill -9) reuses every finished case and builds only the rest. Temporaries that a killed process
+left (`cases/.<case_key>.tmp-<8 hex>`) are deleted by the next build, which holds the spec
+folder's lock, so it never deletes the temporary of a build still running.
+
+With `workers` > 1, cases are preprocessed in spawned processes, which import no TensorFlow.
+Ctrl-C or SIGTERM in the parent lets the running cases finish and starts no more; a worker sent
+SIGTERM itself deletes the temporary folder of its case and exits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-from dataclasses import dataclass
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +47,26 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kerasmed.data.manifest import check_case_geometry
-from serving.atomic import atomic_dir
+from serving.atomic import (
+    atomic_dir,
+    atomic_write_text,
+    fsync_file,
+    remove_stale_temporaries,
+    temporary_sibling,
+)
+from serving.errors import ConfigError, DataError, KerasmedError
 from serving.io import read_image
+from serving.ownership import MARKER, read_marker, write_marker
 from serving.preprocessing import PreprocessSpec, preprocess
+
+CACHE = "preprocessed cache"  # the kind in the spec folder's `.kerasmed` marker
+CASE_FILES = ("image.npy", "mask.npy", "meta.json")
+META_KEYS = ("case_id", "source_shape", "source_spacing", "output_shape", "positive_slices",
+             "foreground_voxels")
+_CASE_NAME = re.compile(r"[0-9a-f]{24}")
+_INDEX_NAME = re.compile(r"[0-9a-f]{16}")
+# What `atomic_dir` (`.tmp-`), `replace_dir` (`.old-`) and pruning (`.del-`) leave when killed.
+_LEFTOVER = re.compile(r"\.(?:[0-9a-f]{24}|[0-9a-f]{16})\.(?:tmp|old|del)-[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
@@ -28,67 +75,367 @@ class CachedCase:
     split: str
     image: np.ndarray  # (Z, H, W) float32 HU, memory-mapped
     mask: np.ndarray  # (Z, H, W) uint8, memory-mapped
+    meta: dict = field(default_factory=dict)  # the case's meta.json (see `build_case`)
 
 
-def _cache_key(manifest: pd.DataFrame, spec: PreprocessSpec) -> str:
-    payload = json.dumps(
-        {"cases": manifest[["case_id", "image_path", "mask_path", "split"]].values.tolist(),
-         "spec": spec.to_dict()},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class CacheReport:
+    """What `update_cache` did.
+
+    Attributes:
+        index: the manifest's index folder, which `load_cache` takes.
+        folder: the spec folder holding it.
+        built: cases preprocessed by this call.
+        reused: finished cases found in the cache.
+        pruned: case and index folders deleted (`prune=True`).
+    """
+
+    index: Path
+    folder: Path
+    built: int
+    reused: int
+    pruned: int = 0
 
 
-def build_cache(
-    manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str | Path, progress: bool = True
-) -> Path:
-    """Preprocess all cases of `manifest` into `cache_root/<key>/` unless already there.
+def _digest(payload, length: int) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def spec_key(spec: PreprocessSpec) -> str:
+    """The spec folder's name: a hash of `spec.to_dict()` (which holds the code's version)."""
+    return _digest(spec.to_dict(), 16)
+
+
+def file_identity(path: str | Path) -> list:
+    """`[relative path, size, mtime_ns]` of `path`, or of every file under it for a folder.
+
+    Files are listed in sorted order, so the result only changes when the data does.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        st = path.stat()
+        return [["", st.st_size, st.st_mtime_ns]]
+    found = []
+    for parent, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(parent, name))
+            found.append([os.path.relpath(os.path.join(parent, name), path), st.st_size, st.st_mtime_ns])
+    return found
+
+
+def case_key(case_id: str, image_path: str | Path, mask_path: str | Path) -> str:
+    """A case folder's name: a hash of what the case's arrays are computed from.
+
+    The split is left out (moving a case to another split reuses its arrays); the input files
+    enter by size and mtime_ns, so a file replaced in place gives a new key.
+    """
+    return _digest([str(case_id), str(image_path), str(mask_path),
+                    file_identity(image_path), file_identity(mask_path)], 24)
+
+
+def manifest_key(manifest: pd.DataFrame) -> str:
+    """An index folder's name: a hash of the manifest rows that the cache uses."""
+    return _digest(manifest[["case_id", "image_path", "mask_path", "split"]].values.tolist(), 16)
+
+
+def build_case(case_id: str, image_path: str, mask_path: str, spec: PreprocessSpec,
+               folder: str | Path) -> dict:
+    """Read, check and preprocess one case into `folder` (written atomically); returns its meta.
+
+    The meta (also `folder/meta.json`) holds `case_id`, `source_shape` and `source_spacing` (mm)
+    of the image as read, `output_shape` (Z, H, W) of the cached arrays, `positive_slices` (slices
+    with any foreground) and `foreground_voxels` (mask > 0 in the preprocessed mask).
+
+    Raises:
+        KerasmedError: a reader, geometry or preprocessing error, naming the case.
+    """
+    try:
+        image = read_image(image_path)
+        mask = read_image(mask_path)
+        # The model's channels are neighbouring slices, so an RGB image has no place here.
+        image.require_grey(f"The slice cache (case {case_id}, `{image_path}`)")
+        mask.require_grey(f"The slice cache (case {case_id}, `{mask_path}`)")
+        check_case_geometry(image, mask, case_id, mask_path)
+        x, record = preprocess(image, spec)
+        # On the image's record: a foreground crop is the image's box, never the mask's own.
+        y, _ = preprocess(mask, spec, order="nearest", record=record)
+    except KerasmedError as err:
+        if f"case {case_id}" in str(err):
+            raise
+        raise type(err)(f"Case {case_id}: {err}") from err
+    foreground = int(np.count_nonzero(y > 0))
+    y = y.astype(np.uint8)
+    meta = {
+        "case_id": str(case_id),
+        "source_shape": [int(n) for n in image.shape],
+        "source_spacing": [float(s) for s in image.spacing],
+        "output_shape": [int(n) for n in x.shape],
+        "positive_slices": int(np.count_nonzero(y.reshape(y.shape[0], -1).any(1))),
+        "foreground_voxels": foreground,
+    }
+    with atomic_dir(folder) as tmp:
+        np.save(tmp / "image.npy", x.astype(np.float32))
+        np.save(tmp / "mask.npy", y)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for name in CASE_FILES:  # on disk before the rename, so a crash never publishes a hole
+            fsync_file(tmp / name)
+    return meta
+
+
+def _finished_meta(folder: Path) -> dict | None:
+    """The meta of a complete case folder, or None (absent, emptied by hand, unreadable)."""
+    if not all((folder / name).is_file() for name in CASE_FILES):
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and set(META_KEYS) <= meta.keys() else None
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+_CURRENT: Path | None = None  # in a worker process: the case folder being written
+
+
+def _worker_sigterm(signum, frame):
+    # Exit at once: an exception raised here could land in some `__del__` and be swallowed. The
+    # case's temporary folder goes first (only this process writes that case).
+    if _CURRENT is not None:
+        for tmp in _CURRENT.parent.glob(f".{_CURRENT.name}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    os._exit(128 + signum)
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+
+
+def _worker_build_case(case_id, image_path, mask_path, spec, folder) -> dict:
+    global _CURRENT
+    _CURRENT = Path(folder)
+    try:
+        return build_case(case_id, image_path, mask_path, spec, folder)
+    finally:
+        _CURRENT = None
+
+
+@contextlib.contextmanager
+def _starting_workers() -> Iterator[None]:
+    """Start worker processes inside the block, shielded from Ctrl-C and SIGTERM.
+
+    Ctrl-C reaches the whole process group, but the parent alone decides (it lets running cases
+    finish and starts no more): SIGINT is blocked in the processes started here for their whole
+    life (a blocked signal stays blocked across fork and exec; Python never unblocks it). In this
+    process a SIGINT or SIGTERM meanwhile is held, then delivered once the workers have started
+    (a start cut short leaves a worker that dies with a traceback).
+    """
+    resource_tracker.ensure_running()  # it unblocks SIGINT as it starts: not in the block
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held, handlers = [], {}
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        handlers = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s in held:
+            signal.raise_signal(s)
+
+
+def _build_all(todo: list[tuple], spec: PreprocessSpec, workers: int, bar) -> dict[str, dict]:
+    """Build `todo` (`(case_id, image_path, mask_path, folder)` tuples); returns metas by case id.
+
+    On an error or an interruption no new case starts, the running ones finish (each is written
+    atomically), and the first error is raised.
+    """
+    metas = {}
+    if workers <= 1 or len(todo) <= 1:
+        for case_id, image_path, mask_path, folder in todo:
+            metas[case_id] = build_case(case_id, image_path, mask_path, spec, folder)
+            bar.update()
+        return metas
+    # spawn: a fresh interpreter per worker, which imports neither TensorFlow nor the parent's
+    # threads (train calls this after importing TensorFlow).
+    pool = None
+    try:
+        with _starting_workers():  # the pool starts its workers in `submit`
+            pool = ProcessPoolExecutor(min(workers, len(todo)),
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init)
+            futures = {pool.submit(_worker_build_case, case_id, image_path, mask_path, spec, folder):
+                       case_id for case_id, image_path, mask_path, folder in todo}
+        for future in as_completed(futures):
+            try:
+                metas[futures[future]] = future.result()
+            except KerasmedError:
+                raise  # names the case already
+            except Exception as err:
+                err.add_note(f"while caching case {futures[future]}")
+                raise
+            bar.update()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return metas
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _locked(folder: Path, progress: bool) -> Iterator[None]:
+    """Hold `folder/.lock`: one build of a spec folder at a time (released by the OS on kill)."""
+    with open(folder / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"cache: waiting for another process building {folder}", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _discard(path: Path) -> None:
+    """Delete a folder so that it vanishes from its name at once (a kill mid-delete leaves a
+    hidden leftover, which the next build deletes, never a partial folder under its name)."""
+    gone = path.with_name(f".{path.name}.del-{uuid.uuid4().hex[:8]}")
+    os.replace(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    for sub in ("cases", "manifests"):
+        for path in (folder / sub).glob(".*"):
+            if _LEFTOVER.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _prune(folder: Path, keep_cases: set[str], keep_index: str) -> int:
+    pruned = 0
+    for sub, name, keep in (("cases", _CASE_NAME, keep_cases), ("manifests", _INDEX_NAME, {keep_index})):
+        for path in sorted((folder / sub).iterdir()):
+            if path.is_dir() and name.fullmatch(path.name) and path.name not in keep:
+                _discard(path)
+                pruned += 1
+    return pruned
+
+
+def _spec_folder(cache_root: Path, spec: PreprocessSpec, prune: bool) -> Path:
+    folder = cache_root / spec_key(spec)
+    if not folder.is_dir():
+        # Not `atomic_dir`, which replaces a folder that a concurrent build may have made meanwhile.
+        tmp = temporary_sibling(folder)
+        tmp.mkdir(parents=True)
+        try:
+            write_marker(tmp, CACHE, created_by="kerasmed preprocess")
+            atomic_write_text(tmp / "spec.json", json.dumps(spec.to_dict(), indent=2) + "\n")
+            os.rename(tmp, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    marker = read_marker(folder)
+    if prune and (marker is None or marker.get("kind") != CACHE):
+        raise ConfigError(
+            f"`--prune` deletes only in cache folders that kerasmed made (with a {MARKER} marker "
+            f"of kind {CACHE!r}). Received: {folder} with marker {marker}"
+        )
+    for sub in ("cases", "manifests"):
+        (folder / sub).mkdir(exist_ok=True)
+    return folder
+
+
+def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str | Path,
+                 progress: bool = True, workers: int = 1, prune: bool = False) -> CacheReport:
+    """Preprocess the cases of `manifest` that the cache lacks, and write the manifest's index.
 
     Args:
         manifest: from `read_manifest` (absolute paths).
         spec: preprocessing spec.
-        cache_root: parent folder of caches.
-        progress: show a progress bar.
+        cache_root: parent folder of the spec folders.
+        progress: show a progress bar over cases.
+        workers: processes preprocessing cases at once (1: in this process).
+        prune: delete the spec folder's case and index folders this manifest does not use.
 
     Returns:
-        The cache folder, holding `<case_id>_image.npy`, `<case_id>_mask.npy` and `index.csv`.
+        What was built, reused and pruned, and the index folder for `load_cache`.
+
+    Raises:
+        DataError: if a case is unreadable or its mask is off the image grid (naming the case).
+        ConfigError: if `workers` < 1, or `prune` and the spec folder has no kerasmed marker.
     """
-    cache_root = Path(cache_root)
-    folder = cache_root / _cache_key(manifest, spec)
-    if (folder / "index.csv").is_file():
-        return folder
-    with atomic_dir(folder) as tmp:
-        rows = []
-        for row in tqdm(manifest.itertuples(), total=len(manifest), desc="cache", disable=not progress):
-            image = read_image(row.image_path)
-            mask = read_image(row.mask_path)
-            # The model's channels are neighbouring slices, so an RGB image has no place here.
-            image.require_grey(f"The slice cache (case {row.case_id}, `{row.image_path}`)")
-            mask.require_grey(f"The slice cache (case {row.case_id}, `{row.mask_path}`)")
-            check_case_geometry(image, mask, row.case_id, row.mask_path)
-            x, _ = preprocess(image, spec)
-            y, _ = preprocess(mask, spec, order="nearest")
-            np.save(tmp / f"{row.case_id}_image.npy", x.astype(np.float32))
-            np.save(tmp / f"{row.case_id}_mask.npy", y.astype(np.uint8))
-            rows.append({"case_id": row.case_id, "split": row.split, "slices": x.shape[0],
-                         "positive_slices": int(np.count_nonzero(y.reshape(y.shape[0], -1).any(1)))})
-        pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
-        (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
-    return folder
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"`workers` must be an integer >= 1. Received: workers={workers!r}")
+    folder = _spec_folder(Path(cache_root), spec, prune)
+    rows = [(str(r.case_id), str(r.split), r.image_path, r.mask_path) for r in manifest.itertuples()]
+    with _locked(folder, progress):
+        _remove_leftovers(folder)  # only a killed build leaves these, and none runs but ours
+        keys = {case_id: case_key(case_id, image, mask) for case_id, _, image, mask in rows}
+        metas = {case_id: _finished_meta(folder / "cases" / keys[case_id]) for case_id, *_ in rows}
+        todo = [(case_id, image, mask, folder / "cases" / keys[case_id])
+                for case_id, _, image, mask in rows if metas[case_id] is None]
+        with tqdm(total=len(rows), initial=len(rows) - len(todo), desc="cache", unit="case",
+                  disable=not progress) as bar:
+            metas.update(_build_all(todo, spec, workers, bar))
+        index = pd.DataFrame([
+            {"case_id": case_id, "split": split, "slices": metas[case_id]["output_shape"][0],
+             "positive_slices": metas[case_id]["positive_slices"],
+             "folder": f"cases/{keys[case_id]}"}
+            for case_id, split, *_ in rows
+        ]).to_csv(index=False)
+        index_folder = folder / "manifests" / manifest_key(manifest)
+        index_folder.mkdir(exist_ok=True)
+        path = index_folder / "index.csv"
+        remove_stale_temporaries(path)
+        if not path.is_file() or path.read_text() != index:  # unchanged: keep its mtime
+            atomic_write_text(path, index)
+        pruned = _prune(folder, set(keys.values()), index_folder.name) if prune else 0
+    return CacheReport(index_folder, folder, built=len(todo), reused=len(rows) - len(todo),
+                       pruned=pruned)
+
+
+def build_cache(
+    manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str | Path, progress: bool = True,
+    workers: int = 1,
+) -> Path:
+    """Preprocess the cases of `manifest` into the cache unless already there (see `update_cache`).
+
+    Returns:
+        The manifest's index folder (holding `index.csv`), for `load_cache`.
+    """
+    return update_cache(manifest, spec, cache_root, progress=progress, workers=workers).index
 
 
 def load_cache(folder: str | Path, split: str | None = None) -> list[CachedCase]:
-    """Memory-map the cached cases (optionally of one split)."""
+    """Memory-map the cached cases of an index folder from `build_cache` (optionally of one split).
+
+    Raises:
+        DataError: if the index or a case folder it lists is missing (e.g. pruned since).
+    """
     folder = Path(folder)
-    index = pd.read_csv(folder / "index.csv", dtype={"case_id": str})
+    try:
+        index = pd.read_csv(folder / "index.csv", dtype={"case_id": str, "folder": str})
+    except FileNotFoundError as err:
+        raise DataError(f"The cache index must exist; run `kerasmed preprocess CONFIG`. "
+                        f"Received: {folder / 'index.csv'} not found") from err
     if split is not None:
         index = index[index["split"] == split]
-    return [
-        CachedCase(
-            case_id=r.case_id,
-            split=r.split,
-            image=np.load(folder / f"{r.case_id}_image.npy", mmap_mode="r"),
-            mask=np.load(folder / f"{r.case_id}_mask.npy", mmap_mode="r"),
-        )
-        for r in index.itertuples()
-    ]
+    spec_folder = folder.parent.parent
+    cases = []
+    for r in index.itertuples():
+        case = spec_folder / r.folder
+        meta = _finished_meta(case)
+        if meta is None:
+            raise DataError(f"Cached case {r.case_id} must be complete; run `kerasmed preprocess "
+                            f"CONFIG` again. Received: {case} missing or incomplete")
+        cases.append(CachedCase(
+            case_id=r.case_id, split=r.split, meta=meta,
+            image=np.load(case / "image.npy", mmap_mode="r"),
+            mask=np.load(case / "mask.npy", mmap_mode="r"),
+        ))
+    return cases

@@ -2,7 +2,9 @@
 
 Each case is read from its original files, run slice by slice through the shared serving
 preprocessing and inference, mapped back to the source grid, and scored against the source mask.
-The HU-threshold baseline is scored on the same cases beside the model.
+The HU-threshold baseline is scored on the same cases beside the model, on the cases whose
+manifest row names a lung mask (`lung_mask_path`, optional): without any, the baseline is reported
+as not available (`baseline_mean_dice` null, `baseline_dice` empty).
 
 Outputs in `<run_dir>/eval/`: `metrics.csv`, `summary.json`, `training_curves.png`,
 `dice_per_case.png`, `overlay_montage.png`. The folder is written as a set: built under a temporary
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kerasmed.data.manifest import check_case_geometry, read_manifest, require_column, split_cases
+from kerasmed.data.manifest import check_case_geometry, dataset_manifest, require_column, split_cases
 from kerasmed.evaluation.metrics import dice, threshold_baseline
 from kerasmed.evaluation.plots import plot_dice_per_case, plot_overlay_montage, plot_training_curves
 from kerasmed.keras_runner import KerasRunner
@@ -44,27 +46,33 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
     run_dir, config = load_run(run_dir)
     ev = config.evaluation
     split = split or ev.split
-    cases = split_cases(read_manifest(config.data.root, config.data.manifest), split)
-    require_column(cases, "lung_mask_path", "the HU-threshold baseline")
+    cases = split_cases(dataset_manifest(config), split)
+    require_column(cases, "mask_path", "evaluating a segmentation model")
+    if "lung_mask_path" not in cases:
+        cases = cases.assign(lung_mask_path="")
     runner = KerasRunner(run_dir / "model.keras")
     spec = config.preprocessing.spec()
     rows, panels = [], []
     start = time.monotonic()
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"evaluate {split}", disable=not progress):
         image = read_image(case.image_path)
-        truth, lungs = read_image(case.mask_path), read_image(case.lung_mask_path)
+        truth = read_image(case.mask_path)
         # The checks training's cache applies: a mask off the image grid is a data error here too.
         check_case_geometry(image, truth, case.case_id, case.mask_path)
-        check_case_geometry(image, lungs, case.case_id, case.lung_mask_path, what="Lung mask")
-        truth, lungs = truth.array > 0, lungs.array > 0
+        truth = truth.array > 0
+        baseline_dice = np.nan
+        if case.lung_mask_path:
+            lungs = read_image(case.lung_mask_path)
+            check_case_geometry(image, lungs, case.case_id, case.lung_mask_path, what="Lung mask")
+            guess = threshold_baseline(image.array, lungs.array > 0, ev.baseline_threshold_hu)
+            baseline_dice = dice(guess, truth)
         probs, _, _ = predict_image(runner, image, spec, ev.batch_size)
         pred = probs_to_mask(probs, ev.threshold) > 0
-        baseline = threshold_baseline(image.array, lungs, ev.baseline_threshold_hu)
         voxel_ml = float(np.prod(image.spacing)) / 1000.0
         rows.append({
             "case_id": case.case_id,
             "dice": dice(pred, truth),
-            "baseline_dice": dice(baseline, truth),
+            "baseline_dice": baseline_dice,
             "truth_ml": truth.sum() * voxel_ml,
             "pred_ml": pred.sum() * voxel_ml,
             "sensitivity": float((pred & truth).sum() / max(truth.sum(), 1)),
@@ -74,13 +82,19 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
         panels.append({"case_id": case.case_id, "slice": z, "image": image.array[z],
                        "truth": truth[z], "pred": pred[z], "dice": rows[-1]["dice"]})
     metrics = pd.DataFrame(rows)
+    with_baseline = int(metrics["baseline_dice"].notna().sum())
+    baseline = f"HU > {ev.baseline_threshold_hu:g} inside the lung mask"
+    if with_baseline < len(metrics):
+        baseline = (f"{baseline} ({with_baseline} of {len(metrics)} cases name a `lung_mask_path`)"
+                    if with_baseline else "not available: no case names a `lung_mask_path`")
     summary = {
         "split": split,
         "cases": len(metrics),
         "mean_dice": float(metrics["dice"].mean()),
         "median_dice": float(metrics["dice"].median()),
-        "baseline_mean_dice": float(metrics["baseline_dice"].mean()),
-        "baseline": f"HU > {ev.baseline_threshold_hu:g} inside the lung mask",
+        # Over the cases with a lung mask; null when none has one.
+        "baseline_mean_dice": float(metrics["baseline_dice"].mean()) if with_baseline else None,
+        "baseline": baseline,
         "threshold": ev.threshold,
         "seconds": round(time.monotonic() - start, 1),
     }

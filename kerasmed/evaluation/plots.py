@@ -45,8 +45,9 @@ def plot_dice_per_case(metrics: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(metrics) + 2), 3.6))
     x = np.arange(len(metrics))
     ax.bar(x - 0.2, metrics["dice"], 0.4, label=f"model (mean {metrics['dice'].mean():.3f})")
-    ax.bar(x + 0.2, metrics["baseline_dice"], 0.4,
-           label=f"HU-threshold baseline (mean {metrics['baseline_dice'].mean():.3f})")
+    if metrics["baseline_dice"].notna().any():  # not without lung masks (see `evaluate`)
+        ax.bar(x + 0.2, metrics["baseline_dice"], 0.4,
+               label=f"HU-threshold baseline (mean {metrics['baseline_dice'].mean():.3f})")
     ax.set_xticks(x, metrics["case_id"], rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("Dice")

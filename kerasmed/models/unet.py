@@ -1,14 +1,16 @@
-"""Functional-API 2D U-Net whose graph takes raw HU."""
+"""Functional-API 2D U-Net whose graph takes raw intensities (HU for CT)."""
 
 from __future__ import annotations
 
 import keras
 
+from kerasmed.layers.ct_normalization import CTNormalization
 from kerasmed.layers.fused_batch_norm import FusedBatchNormalization
 from kerasmed.layers.hu_window import HUWindow
 from serving.errors import ConfigError
 
 NORMALIZATIONS = ("batch", "group", "none")
+INTENSITIES = ("hu_window", "ct_fingerprint", "none")
 
 
 def _norm(x, normalization: str, name: str):
@@ -37,6 +39,8 @@ def unet2d(
     spatial_dims: int = 2,
     normalization: str = "batch",
     hu_window=(-1000.0, 400.0),
+    intensity: str = "hu_window",
+    ct_normalization: dict | None = None,
     name: str = "unet2d",
 ) -> keras.Model:
     """Build a 2D U-Net for segmentation.
@@ -51,11 +55,17 @@ def unet2d(
         depth: number of downsampling steps.
         spatial_dims: must be 2 for this builder.
         normalization: one of "batch", "group", "none".
-        hu_window: `(low, high)` HU window of the first layer.
+        hu_window: `(low, high)` HU window of the first layer when `intensity="hu_window"`.
+        intensity: the first layer, which normalises raw intensities inside the graph:
+            "hu_window" (`HUWindow`, to [0, 1]), "ct_fingerprint" (`CTNormalization`, nnU-Net's
+            clip and z-score) or "none" (raw intensities reach the first convolution).
+        ct_normalization: `{"low", "high", "mean", "std"}` of `CTNormalization`, required when
+            `intensity="ct_fingerprint"` (see `kerasmed.data.fingerprint.ct_normalization`).
         name: model name.
 
     Returns:
-        A `keras.Model` mapping `image` `(N, H, W, C)` raw HU to `probs` `(N, H, W, num_classes)`.
+        A `keras.Model` mapping `image` `(N, H, W, C)` raw intensities to `probs`
+        `(N, H, W, num_classes)`.
 
     Raises:
         ConfigError: on an invalid argument.
@@ -71,8 +81,21 @@ def unet2d(
             "`depth`, `filters` and `num_classes` must be positive. "
             f"Received: depth={depth}, filters={filters}, num_classes={num_classes}"
         )
+    if intensity not in INTENSITIES:
+        raise ConfigError(
+            f"`intensity` must be one of {INTENSITIES}. Received: intensity={intensity!r}"
+        )
+    if intensity == "ct_fingerprint" and not isinstance(ct_normalization, dict):
+        raise ConfigError(
+            "`intensity='ct_fingerprint'` needs `ct_normalization` = {'low', 'high', 'mean', "
+            f"'std'}} from the dataset fingerprint. Received: ct_normalization={ct_normalization!r}"
+        )
     inputs = keras.Input(tuple(input_shape), name="image")
-    x = HUWindow(*hu_window, name="hu_window")(inputs)
+    x = inputs
+    if intensity == "hu_window":
+        x = HUWindow(*hu_window, name="hu_window")(x)
+    elif intensity == "ct_fingerprint":
+        x = CTNormalization(**ct_normalization, name="ct_normalization")(x)
     skips = []
     for level in range(depth):
         x = _conv_block(x, filters * 2**level, normalization, f"down{level}")

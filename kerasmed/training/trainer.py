@@ -8,7 +8,9 @@ Run folder (`<output_dir>/<name>/`), written by the chief worker only:
     tensorboard/            TensorBoard logs
     backup/                 while training: the last completed epoch's state (removed at the end)
     model.keras             the best model in float32, written last (its presence marks a finished run)
-    train_summary.json      epochs, best validation loss/Dice, dtype policy, strategy, seconds
+    fingerprint.json        the training set's `dataset_fingerprint` (the same on resuming)
+    train_summary.json      epochs, best validation loss/Dice, dtype policy, strategy, seconds,
+                            fingerprint
 
 Crash safety: a run killed at any instant (even `kill -9`) and started again with the same
 command resumes from its last completed epoch: weights, optimizer, data stream position, best
@@ -38,6 +40,8 @@ import tensorflow as tf
 from kerasmed.config import Config, save_config
 from kerasmed.data.augment import RandomAugment2D
 from kerasmed.data.cache import load_cache
+from kerasmed.data.check import training_cases
+from kerasmed.data.fingerprint import ct_normalization, dataset_fingerprint
 from kerasmed.data.pipeline import make_train_dataset, make_val_dataset
 from kerasmed.losses import DiceCELoss, DiceScore
 from kerasmed.models.float32 import as_float32
@@ -89,9 +93,28 @@ def train_dataset(config: Config, cases, batch_size: int | None = None, **shard)
     )
 
 
-def build_compiled_model(config: Config) -> keras.Model:
-    """The config's model, compiled with Dice+CE loss, Adam (cosine-decayed) and a Dice metric."""
+def build_compiled_model(config: Config, fingerprint: dict | None = None) -> keras.Model:
+    """The config's model, compiled with Dice+CE loss, Adam (cosine-decayed) and a Dice metric.
+
+    Args:
+        config: validated config.
+        fingerprint: the training set's `dataset_fingerprint`; required by
+            `model.intensity: ct_fingerprint`, whose first layer holds its numbers.
+
+    Raises:
+        ConfigError: if `model.intensity` is `ct_fingerprint` and no fingerprint is given.
+        DataError: if the fingerprint cannot z-score (see `fingerprint.ct_normalization`).
+    """
     m = config.model
+    ct = None
+    if m.intensity == "ct_fingerprint":
+        if fingerprint is None:
+            raise ConfigError(
+                "`model.intensity: ct_fingerprint` needs the training set's dataset fingerprint "
+                "(`kerasmed.data.fingerprint.dataset_fingerprint`) to build its first layer. "
+                "Received: fingerprint=None"
+            )
+        ct = ct_normalization(fingerprint)
     model = build_model(
         m.name,
         input_shape=(None, None, m.context_slices),
@@ -100,6 +123,8 @@ def build_compiled_model(config: Config) -> keras.Model:
         depth=m.depth,
         normalization=m.normalization,
         hu_window=m.hu_window,
+        intensity=m.intensity,
+        ct_normalization=ct,
         name=config.name.replace("-", "_"),
     )
     t = config.training
@@ -168,7 +193,7 @@ def _summarize_log(rows: list[dict]) -> dict:
 
 
 def train(config: Config, run_dir: str | Path | None = None, progress: bool = True,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, skip_bad: bool = False) -> dict:
     """Train the config's model and write the run folder, resuming an interrupted run.
 
     Args:
@@ -177,6 +202,8 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
         progress: show progress bars.
         overwrite: train again from scratch into a folder holding a finished run (its model is
             replaced once the data has been read), or into a non-empty folder that is no run.
+        skip_bad: check every case first and train on those without a problem
+            (`kerasmed.data.check.training_cases`); without it the first bad case is an error.
 
     Returns:
         The training summary (also written to `train_summary.json` by the chief).
@@ -184,8 +211,9 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
     Raises:
         ConfigError: if the run folder is a file, holds a finished run or someone else's files
             (without `overwrite`), or holds an unfinished backup of a different config.
-        DataError: if the dataset, cache or backup is unreadable. Nothing in the run folder has
-            been deleted or rewritten then.
+        DataError: if the dataset, cache or backup is unreadable, or `model.intensity` is
+            `ct_fingerprint` and no training case has a foreground voxel. Nothing in the run
+            folder has been deleted or rewritten then.
     """
     # First: MultiWorkerMirroredStrategy has to configure TensorFlow before anything else does.
     strategy = select_strategy()
@@ -199,16 +227,21 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
         _check_resumable(state, config, run_dir / BACKUP)
     # The data is read and cached before the run folder is touched: a truncated file must fail
     # here, not after the finished run's model has been deleted.
-    cache = cache_for(config, progress and chief)
+    cases = training_cases(config, skip_bad, progress and chief, write_report=chief)
+    cache = cache_for(config, progress and chief, manifest=cases)
     data = cache, load_cache(cache, "train"), load_cache(cache, "val")
+    # Before the model, whatever `model.intensity`: it is cheap, documents the data, and its
+    # numbers are deterministic, so a resumed run builds the same first layer.
+    fingerprint = dataset_fingerprint(data[1], seed=config.seed)
     policy = apply_precision(config.training.mixed_precision)
     try:
         with seeded(config.seed, config.training.deterministic):
             # Built before the run folder is touched too: a config the builder refuses fails here.
-            model = _build(config, strategy)
+            model = _build(config, strategy, fingerprint)
             with output_dir(run_dir, chief, worker) as out:
                 if chief:
                     _prepare_run_dir(run_dir, config, resuming=state is not None)
+                    atomic_write_text(run_dir / "fingerprint.json", json.dumps(fingerprint, indent=2))
                     if state is not None:
                         print(f"resuming from epoch {state['epoch']} ({state['epoch']} of "
                               f"{config.training.epochs} epochs done)", flush=True)
@@ -218,7 +251,7 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
                 summary = _fit(config, strategy, model, run_dir, out, state, data, progress and chief)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    summary.update(dtype_policy=policy, chief=chief, worker=worker)
+    summary.update(dtype_policy=policy, chief=chief, worker=worker, fingerprint=fingerprint)
     if chief:
         atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2))
         # Last: until the run is complete, its backup is what a restart resumes from.
@@ -238,10 +271,10 @@ def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
     (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
-def _build(config: Config, strategy) -> keras.Model:
+def _build(config: Config, strategy, fingerprint: dict) -> keras.Model:
     """The compiled model, set up for the strategy's replicas and workers."""
     with strategy.scope():
-        model = build_compiled_model(config)
+        model = build_compiled_model(config, fingerprint)
     if strategy.num_replicas_in_sync > 1:
         synchronize_batch_norm(model)  # statistics of the global batch, however it is split
     if is_multi_worker(strategy):

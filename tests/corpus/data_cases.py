@@ -37,14 +37,16 @@ def _manifest_case(w: Work, text: str | bytes, needles: tuple) -> Api:
 HEADER = "case_id,image_path,mask_path,split\n"
 MANIFEST_CASES = [
     ("empty-file", "", ("Manifest <path> is not a readable CSV", "Received:")),
-    ("missing-column", "case_id,image_path,mask_path\nc0,a.npy,m.npy\n",
-     ("Manifest <path> must have columns", "'split'",
-      "Received: columns=['case_id', 'image_path', 'mask_path']")),
+    # A missing `split` column is no error (the cases are split by `data.split`); a mask column is.
+    ("missing-column", "case_id,image_path,split\nc0,a.npy,train\n",
+     ("Manifest <path> must have columns", "'mask_path'",
+      "Received: columns=['case_id', 'image_path', 'split']")),
     ("no-rows", HEADER, ("Manifest <path> lists no cases", "Received: 0 rows")),
     ("unknown-split", HEADER + "c0,a.npy,m.npy,training\n",
-     ("Manifest <path>: `split` must be one of ('train', 'val', 'test')", "Received: ['training']")),
+     ("Manifest <path>: `split` must be one of ('train', 'val', 'test')",
+      "Received: 'training' for case 'c0' (line 2)")),
     ("duplicate-case-id", HEADER + "c0,a.npy,m.npy,train\nc0,a.npy,m.npy,val\n",
-     ("Manifest <path>: case ids must be unique", "duplicates: ['c0']")),
+     ("Manifest <path>: case ids must be unique", "Received: 'c0' (line 3), first (line 2)")),
     ("empty-mask-path-cell", HEADER + "c0,a.npy,m.npy,train\nc1,a.npy,,val\n",
      ("Manifest <path>: `mask_path` must name a file in every row",
       "Received: an empty `mask_path` cell for case 'c1' (line 3)")),

@@ -1,8 +1,9 @@
 """No PHI, by the PS3.15 Basic Confidentiality Profile (issue 7): a DICOM dataset carrying a
-patient's name, ID, birth date, institution and free-text descriptions goes through read -> cache
--> train (tiny) -> evaluate -> export -> compare with the `kerasmed` commands, and none of those
-values appears in any output file (zip archives opened), nor in what the commands print. Case ids,
-which a manifest may take from patient IDs, are kept out of the bundle, and so are local paths."""
+patient's name, ID, birth date, institution and free-text descriptions goes through check-data ->
+preprocess -> train (tiny) -> evaluate -> export -> compare with the `kerasmed` commands, and none
+of those values appears in any output file (zip archives opened), nor in what the commands print.
+Case ids, which a manifest may take from patient IDs, are kept out of the bundle, and so are local
+paths."""
 
 import csv
 import gzip
@@ -109,6 +110,8 @@ def test_patient_identifiers_reach_no_output_and_case_ids_no_bundle(tmp_path, ca
     capfd.readouterr()
 
     run = runs / "lung_nodule_seg_2d"
+    assert main(["check-data", str(CONFIG), *sets]) == 0
+    assert main(["preprocess", str(CONFIG), *sets, "--workers", "2"]) == 0
     assert main(["train", str(CONFIG), *sets]) == 0
     assert main(["evaluate", str(run)]) == 0
     assert main(["export", str(run)]) == 0
@@ -120,7 +123,8 @@ def test_patient_identifiers_reach_no_output_and_case_ids_no_bundle(tmp_path, ca
     # Nothing identifying in any output file (the cache, the run, its bundle), nor in what the
     # commands printed. The evaluation metrics name the user's case ids: outside the bundle.
     assert any(cache.rglob("*.npy")) and (run / "bundle" / "parity" / "parity.json").is_file()
-    assert _found([cache, run], PHI_VALUES) == []
+    assert (data / "check" / "summary.md").is_file() and (run / "fingerprint.json").is_file()
+    assert _found([cache, run, data / "check"], PHI_VALUES) == []
     shown = (printed.out + printed.err).lower()
     assert [v for v in PHI_VALUES if v.lower() in shown] == []
     assert any(c in (run / "eval" / "metrics.csv").read_text() for c in case_ids)

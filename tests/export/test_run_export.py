@@ -42,3 +42,14 @@ def test_recorded_data_root_is_relative_to_the_bundle_folder(tmp_path):
     with pytest.raises(DataError, match=r"records its validation data at `\.\./\.\./\.\./data` "
                        r"relative to the bundle folder, which holds no manifest\.csv.*pass --data"):
         recorded_data_root(_bundle(moved, {"data_root": "../../../data"}), moved)
+
+
+def test_compare_reads_the_manifest_with_the_runs_recorded_columns(tmp_path):
+    from export.run_export import _recorded_data_config
+
+    recorded = {"config": {"data": {"root": None, "format": "csv", "columns": {"image": "ct"}}}}
+    assert _recorded_data_config(tmp_path, recorded).columns.image == "ct"
+    assert _recorded_data_config(tmp_path, {}).columns.image == "image_path"  # an older bundle
+    with pytest.raises(ConfigError, match=r"^The config recorded in bundle .*: Unknown config key "
+                       r"`data.columns.imag`"):
+        _recorded_data_config(tmp_path, {"config": {"data": {"columns": {"imag": "ct"}}}})

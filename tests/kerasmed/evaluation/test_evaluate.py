@@ -34,3 +34,46 @@ def test_mask_of_another_shape_is_one_line_exit_2(tmp_path, which):
         "shape=(4, 32, 30)", str(data / "bad.nii.gz"),
     )
     assert not (run / "eval").exists()
+
+
+def test_without_lung_masks_the_baseline_is_not_available(tmp_path):
+    import json
+
+    # A manifest with no `lung_mask_path` (and one where only some cases have one) is evaluated;
+    # the HU-threshold baseline is reported as not available, or over the cases that have one.
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for i in range(2):
+        image = Image(np.full((4, 32, 32), -800.0, np.float32), spacing=(2.5, 1.0, 1.0))
+        image.array[1:3, 10:16, 10:16] = 50.0
+        mask = (image.array > 0).astype(np.uint8)
+        write_nifti(image, data / f"c{i}.nii.gz")
+        write_nifti(image.with_array(mask), data / f"c{i}_mask.nii.gz")
+        write_nifti(image.with_array(np.ones_like(mask)), data / f"c{i}_lungs.nii.gz")
+        rows.append({"case_id": f"c{i}", "image_path": f"c{i}.nii.gz",
+                     "mask_path": f"c{i}_mask.nii.gz", "split": "val"})
+    pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_config(run / "config.yaml", data={"root": str(data)},
+                  preprocessing={"target_spacing": [None, None, None], "size": [None, 32, 32]},
+                  model={"context_slices": 1})
+    tiny_unet().save(run / "model.keras")
+    out = run_cli("--quiet", "evaluate", run)
+    assert out.returncode == 0, out.stderr
+    assert "baseline mean Dice n/a" in out.stdout
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["baseline_mean_dice"] is None and summary["cases"] == 2
+    assert summary["baseline"] == "not available: no case names a `lung_mask_path`"
+    assert pd.read_csv(run / "eval" / "metrics.csv")["baseline_dice"].isna().all()
+    assert (run / "eval" / "dice_per_case.png").stat().st_size > 1000
+
+    rows[1]["lung_mask_path"] = "c1_lungs.nii.gz"
+    pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
+    out = run_cli("--quiet", "evaluate", run)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    # Lungs everywhere: HU > -500 marks exactly the 50 HU block, which is the mask.
+    assert summary["baseline_mean_dice"] == pytest.approx(1.0, abs=1e-6)
+    assert summary["baseline"] == "HU > -500 inside the lung mask (1 of 2 cases name a `lung_mask_path`)"

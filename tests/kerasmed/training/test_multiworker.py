@@ -67,8 +67,8 @@ def test_two_workers_match_one_process_with_the_same_global_batch(tiny_data, tmp
     assert list(scratch.iterdir()) == []
     # The chief alone wrote the run folder: one set of files, one TensorBoard writer per split.
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [".kerasmed", "checkpoints", "config.yaml", "model.keras", "tensorboard", "train_summary.json",
-         "training_log.csv"])
+        [".kerasmed", "checkpoints", "config.yaml", "fingerprint.json", "model.keras", "tensorboard",
+         "train_summary.json", "training_log.csv"])
     for split in ("train", "validation"):
         assert len(list((run_dir / "tensorboard" / split).glob("events.out.tfevents.*"))) == 1
     summary = json.loads((run_dir / "train_summary.json").read_text())

@@ -1,0 +1,349 @@
+"""Check a whole dataset before training: read every case and list every problem at once.
+
+`check_dataset(config)` applies the manifest rules (`kerasmed.data.manifest.manifest_problems`:
+unknown split, empty or repeated case id, missing or invalid file, an image used by two cases,
+unknown label, a patient in two splits), then reads every file of every case with
+`serving.io.read_image` and applies these rules, each problem kept as (case, file, reason):
+
+- every file (image, mask, every other `*_path` column) must be readable: a truncated or corrupt
+  file, a DICOM without pixel data, a series with a missing slice, NaN or inf voxels, a zero-byte
+  PNG are all refused by the reader, whose message names the file;
+- a mask, and every other `*_path` file (label maps, e.g. `lung_mask_path`), must be grey and lie
+  on its image's grid;
+- in a dataset with masks (segmentation) the images must be grey too: the models take
+  neighbouring slices as channels, so an RGB image has no place (the slice cache's rule); an
+  ImageFolder tree (no masks) may hold RGB images;
+- the mask of a `train` case must mark at least one voxel. An all-empty mask is far more often a
+  failed export or a wrong label value than a true negative, and training cases are what the
+  positive patches are drawn from; `val` and `test` cases may be negative (specificity is
+  measured there).
+
+A case with any problem is left out of `CheckReport.good`, which `kerasmed train --skip-bad`
+trains on. `CheckReport.write` puts problems.csv, cases.csv (per-case statistics), summary.md
+and histogram.png in a folder (default `<data.root>/check/`), each file written atomically.
+No TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from kerasmed.config import Config
+from kerasmed.data.manifest import (
+    RESERVED_FOLDERS,
+    SPLITS,
+    Problem,
+    check_case_geometry,
+    configured_class_names,
+    dataset_manifest,
+    discover_dataset,
+    manifest_problems,
+)
+from serving.atomic import atomic_file, atomic_write_text
+from serving.errors import DataError
+from serving.image import Image
+from serving.io import read_image
+
+HISTOGRAM_SAMPLES = 200_000  # voxels drawn per case for the percentiles and the histogram
+_CASE_BINS, _PLOT_BINS = 256, 200
+PROBLEM_COLUMNS = ["case_id", "file", "reason"]
+
+
+@dataclass
+class CheckReport:
+    """What `check_dataset` found.
+
+    Attributes:
+        source: the manifest CSV, or the ImageFolder root.
+        cases: every row of the dataset (canonical columns of `read_manifest`).
+        good: the rows without any problem, index 0..n-1 (what `--skip-bad` trains on).
+        problems: one row per problem: `case_id`, `file`, `reason`.
+        stats: one row per case whose image was read: `case_id`, `split`, `label`, `size_z`,
+            `size_y`, `size_x` (a 2D image has `size_z` 1), `spacing_z/y/x` (mm; NaN for the z
+            of a 2D image), `channels`, `min`, `max`, `p1`, `p99` (p1/p99 of the sampled
+            voxels), `mask_voxels` and `mask_fraction` (foreground voxels, when a mask was read).
+        seeded: whether the split was drawn by `data.split` (the manifest has none).
+        histograms: per split, `(counts, edges)` of each case's sampled intensities.
+    """
+
+    source: Path
+    cases: pd.DataFrame
+    good: pd.DataFrame
+    problems: pd.DataFrame
+    stats: pd.DataFrame
+    seeded: bool
+    histograms: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def skipped(self) -> int:
+        """Rows with at least one problem."""
+        return len(self.cases) - len(self.good)
+
+    def lines(self) -> list[str]:
+        """One line per problem: `<case>: <file>: <reason>`."""
+        return [f"{p.case_id}: {p.file}: {' '.join(str(p.reason).split())}"
+                for p in self.problems.itertuples()]
+
+    def summary(self) -> pd.DataFrame:
+        """Statistics (rows) per split and for all cases (columns), as text cells."""
+        splits = [s for s in SPLITS if (self.cases["split"] == s).any()]
+        return pd.DataFrame({name: _split_summary(self, None if name == "all" else name)
+                             for name in [*splits, "all"]})
+
+    def to_markdown(self) -> str:
+        """summary.md: source, split rule, the summary table, every problem."""
+        rule = "seeded (`data.split`)" if self.seeded else "the manifest's split column"
+        lines = [
+            "# Dataset check", "",
+            f"- source: `{self.source}`",
+            f"- splits: {rule}",
+            f"- cases: {len(self.cases)}, with problems: {self.skipped}, problems: {len(self.problems)}",
+            "", _markdown_table(self.summary()), "", "![intensity histogram](histogram.png)", "",
+            f"## Problems ({len(self.problems)})", "",
+        ]
+        lines += [f"- {line}" for line in self.lines()] or ["None."]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: str | Path) -> Path:
+        """Write problems.csv, cases.csv, summary.md and histogram.png into `folder` (each file
+        atomically; other files in the folder are left alone); returns `folder`."""
+        folder = Path(folder)
+        atomic_write_text(folder / "problems.csv", self.problems.to_csv(index=False))
+        atomic_write_text(folder / "cases.csv", self.stats.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(folder / "summary.md", self.to_markdown())
+        plot_histograms(self.histograms, folder / "histogram.png")
+        return folder
+
+
+def default_check_dir(config: Config) -> Path:
+    """`<data.root>/check`: where `kerasmed check-data` and `train --skip-bad` write the report."""
+    return Path(config.data.root) / RESERVED_FOLDERS[1]
+
+
+def check_dataset(config: Config, progress: bool = True) -> CheckReport:
+    """Read every case of the config's dataset and collect every problem (see the module doc).
+
+    Args:
+        config: the experiment config (`data`, `model.class_names`).
+        progress: show a progress bar over cases.
+
+    Returns:
+        The report: good cases, problems, per-case statistics and histograms.
+
+    Raises:
+        DataError: only for what prevents any check: a missing data folder or manifest, an
+            unreadable CSV, a missing configured column, no case.
+    """
+    d = config.data
+    dataset = discover_dataset(d.root, d.manifest, d, configured_class_names(config))
+    cases = dataset.cases
+    found = manifest_problems(dataset)
+    # Files the manifest rules found missing or invalid (or another case's image) are not read.
+    skip = {(p.row, p.file) for p in found}
+    has_masks = "mask_path" in cases
+    stats, histograms = [], {}
+    # Records, not itertuples: a column such as `2d_path` is no identifier and would be renamed.
+    for i, row in enumerate(tqdm(cases.to_dict("records"), desc="check", unit="case",
+                                 disable=not progress)):
+        files = {k: v for k, v in row.items() if k.endswith("_path") and v and (i, v) not in skip}
+        problems, stat, hist = _check_case(row, i, files, has_masks)
+        found += problems
+        if stat is not None:
+            stats.append(stat)
+            histograms.setdefault(row["split"], []).append(hist)
+    found.sort(key=lambda p: p.row)  # each case's problems together, in manifest order
+    # A repeated case id or image marks the later rows: the first keeps its place in `good`.
+    good = cases.drop(index=sorted({p.row for p in found}))
+    problems = pd.DataFrame([(p.case_id, p.file, p.reason) for p in found], columns=PROBLEM_COLUMNS)
+    return CheckReport(dataset.source, cases, good.reset_index(drop=True), problems,
+                       pd.DataFrame(stats), dataset.seeded, histograms)
+
+
+def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool) -> tuple:
+    """Problems, statistics and intensity histogram of the case in row `i`, reading `files`."""
+    case_id, problems = row["case_id"], []
+
+    def problem(file: str, reason: str) -> None:
+        problems.append(Problem(case_id, file, reason, i))
+
+    def read(path: str) -> Image | None:
+        try:
+            return read_image(path)
+        except DataError as err:  # the reader names the file and the reason
+            problem(path, str(err))
+            return None
+
+    def grey(image: Image, what: str, path: str) -> bool:
+        try:
+            image.require_grey(f"{what} of case {case_id} (`{path}`)")
+        except DataError as err:
+            problem(path, str(err))
+            return False
+        return True
+
+    image = read(files["image_path"]) if "image_path" in files else None
+    others = {k: read(p) for k, p in files.items() if k != "image_path"}
+    if image is not None and has_masks:
+        grey(image, "Image", files["image_path"])
+    for column, other in others.items():
+        what = "Mask" if column == "mask_path" else f"`{column}`"
+        if other is None or not grey(other, what, files[column]) or image is None:
+            continue
+        try:
+            check_case_geometry(image, other, case_id, files[column], what=what)
+        except DataError as err:
+            problem(files[column], str(err))
+    mask = others.get("mask_path")
+    if mask is not None and row["split"] == "train" and not np.any(mask.array):
+        problem(files["mask_path"], f"The mask of a `train` case must mark at least one voxel (a "
+                f"blank mask is most often a failed export). Received: an all-zero mask of shape "
+                f"{mask.shape}")
+    if image is None:
+        return problems, None, None
+    stat, hist = _statistics(image, i)
+    stat = {"case_id": case_id, "split": row["split"], "label": row.get("label"), **stat}
+    if mask is not None and mask.channels == 1:
+        stat["mask_voxels"] = int(np.count_nonzero(mask.array))
+        stat["mask_fraction"] = stat["mask_voxels"] / mask.array.size
+    return problems, stat, hist
+
+
+def _statistics(image: Image, index: int) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    flat = image.array.reshape(-1)
+    # With replacement: drawing without it permutes the whole volume (seconds for a CT).
+    rng = np.random.default_rng(index)
+    sample = flat[rng.integers(0, flat.size, min(flat.size, HISTOGRAM_SAMPLES))].astype(np.float64)
+    lo, hi = float(flat.min()), float(flat.max())
+    counts, edges = np.histogram(sample, _CASE_BINS, (lo, hi if hi > lo else lo + 1.0))
+    size = (1, *image.shape) if image.ndim == 2 else image.shape
+    spacing = (np.nan, *image.spacing) if image.ndim == 2 else image.spacing
+    stat = {**{f"size_{a}": int(n) for a, n in zip("zyx", size)},
+            **{f"spacing_{a}": float(s) for a, s in zip("zyx", spacing)},
+            "channels": image.channels, "min": lo, "max": hi,
+            "p1": float(np.percentile(sample, 1)), "p99": float(np.percentile(sample, 99))}
+    return stat, (counts, edges)
+
+
+def _range(values: pd.Series, fmt: str) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    return f"{values.median():{fmt}} [{values.min():{fmt}}, {values.max():{fmt}}]"
+
+
+def _split_summary(report: CheckReport, split: str | None) -> dict[str, str]:
+    cases = report.cases if split is None else report.cases[report.cases["split"] == split]
+    good = report.good if split is None else report.good[report.good["split"] == split]
+    s = report.stats
+    if split is not None and not s.empty:
+        s = s[s["split"] == split]
+    out = {"cases": str(len(cases)), "good": str(len(good)),
+           "with problems": str(len(cases) - len(good))}
+    if s.empty:
+        return out
+    for a in "zyx":
+        out[f"size {a} (median [min, max])"] = _range(s[f"size_{a}"], ".0f")
+    for a in "zyx":
+        out[f"spacing {a} mm"] = _range(s[f"spacing_{a}"], ".3g")
+    out["intensity min / max"] = f"{s['min'].min():.4g} / {s['max'].max():.4g}"
+    out["intensity p1 / p99 (median)"] = f"{s['p1'].median():.4g} / {s['p99'].median():.4g}"
+    if "mask_fraction" in s and s["mask_fraction"].notna().any():
+        fractions = s["mask_fraction"].dropna()
+        out["mask foreground % (mean)"] = f"{100 * fractions.mean():.3g}"
+        out["empty masks"] = str(int((fractions == 0).sum()))
+    if "label" in cases:
+        counts = cases["label"].value_counts(sort=False)
+        out["labels"] = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    return out
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    header = ["", *map(str, df.columns)]
+    rows = [[str(i), *map(str, r)] for i, r in zip(df.index, df.itertuples(index=False))]
+    line = lambda cells: "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"  # noqa: E731
+    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
+def plot_histograms(histograms: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path) -> None:
+    """One intensity histogram per split (fraction of sampled voxels, log scale), merged from
+    each case's own bins onto common ones, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    pairs = [h for hs in histograms.values() for h in hs]
+    if pairs:
+        lo, hi = min(e[0] for _, e in pairs), max(e[-1] for _, e in pairs)
+        edges = np.linspace(lo, hi, _PLOT_BINS + 1)
+        for split in [s for s in SPLITS if s in histograms]:
+            total = np.zeros(_PLOT_BINS)
+            for counts, case_edges in histograms[split]:
+                centres = (case_edges[:-1] + case_edges[1:]) / 2
+                total += np.histogram(centres, edges, weights=counts)[0]
+            ax.stairs(total / max(total.sum(), 1), edges,
+                      label=f"{split} ({len(histograms[split])} cases)")
+        ax.set_yscale("log")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no readable image", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("intensity (HU for CT)")
+    ax.set_ylabel("fraction of sampled voxels")
+    ax.set_title("Intensities per split")
+    ax.grid(alpha=0.3)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def training_cases(config: Config, skip_bad: bool = False, progress: bool = True,
+                   write_report: bool = True) -> pd.DataFrame:
+    """The cases a segmentation run trains on.
+
+    Without `skip_bad`, the dataset as `read_manifest` reads it (its first problem is an error;
+    an unreadable file fails later, in the cache). With it, `check_dataset` runs first, its report
+    goes to `default_check_dir` (when `write_report`), "skipped N of M cases (see ...)" is
+    printed, and the good cases are returned.
+
+    Args:
+        config: the experiment config.
+        skip_bad: drop the cases with a problem instead of failing on the first.
+        progress: show the check's progress bar.
+        write_report: write the check report and print the skipped count (the chief worker).
+
+    Raises:
+        DataError: if the dataset has no masks (e.g. an ImageFolder tree), or, with `skip_bad`,
+            no `train` or no `val` case is left.
+    """
+    d = config.data
+    # First: no check or file read helps a dataset without masks. (An empty mask cell is a
+    # problem of its case, which `skip_bad` skips.)
+    columns = list(discover_dataset(d.root, d.manifest, d).cases.columns)
+    if "mask_path" not in columns:
+        raise DataError(
+            f"Training a segmentation model needs a mask per case (`data.columns.mask`; an "
+            f"ImageFolder tree has none). Received: data.format={d.format}, columns={columns}"
+        )
+    if not skip_bad:
+        return dataset_manifest(config)
+    report = check_dataset(config, progress)
+    if write_report:
+        folder = report.write(default_check_dir(config))
+        print(f"skipped {report.skipped} of {len(report.cases)} cases (see {folder / 'problems.csv'})",
+              flush=True)
+    left = report.good["split"].value_counts().to_dict()
+    if not left.get("train") or not left.get("val"):
+        raise DataError(
+            f"Training needs `train` and `val` cases, and `--skip-bad` left too few: "
+            f"{report.skipped} of {len(report.cases)} cases have problems (see "
+            f"{default_check_dir(config) / 'problems.csv'}). Received: good cases per split {left}"
+        )
+    return report.good
