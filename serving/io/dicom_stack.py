@@ -134,7 +134,8 @@ def stack_planes(
         raise DataError(
             f"All slices of a series must share Rows, Columns and ImageOrientationPatient; "
             f"{_names(mixed)} differ{'s' if len(mixed) == 1 else ''} from {first.label}. "
-            f"Received: {other.size[0]}x{other.size[1]}, {list(other.orientation)}"
+            f"Received: {other.size[0]}x{other.size[1]}, {[float(v) for v in other.orientation]} "
+            f"against {first.size[0]}x{first.size[1]}, {[float(v) for v in orientation]}"
         )
     spaced = [p for p in planes[1:] if not np.allclose(p.pixel_spacing, first.pixel_spacing)]
     if spaced:
