@@ -112,7 +112,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=N
 
 
 def _recorded_data_config(bundle_dir: str | Path, extra: dict) -> DataConfig:
-    """The run's manifest format, column names and split rule, as the bundle's config records them.
+    """The run's manifest format, column names, split rule and reader options, as the bundle's
+    config records them.
 
     Raises:
         ConfigError: if the recorded `data` section is not a valid one.
@@ -120,7 +121,7 @@ def _recorded_data_config(bundle_dir: str | Path, extra: dict) -> DataConfig:
     config = extra.get("config")
     data = config.get("data") if isinstance(config, dict) else None
     data = data if isinstance(data, dict) else {}
-    keep = {k: v for k, v in data.items() if k in ("format", "columns", "split")}
+    keep = {k: v for k, v in data.items() if k in ("format", "columns", "split", "read")}
     return config_from_dict({"data": keep}, source=f"The config recorded in bundle {bundle_dir}").data
 
 
@@ -193,8 +194,9 @@ def compare_bundle(
     split = split or extra.get("validation_split", "val")
     root = data_root or recorded_data_root(bundle, bundle_dir, manifest)
     # The split's rows are read once: they give the cases checked and the split's size (the scope).
-    rows = split_cases(read_manifest(root, manifest, _recorded_data_config(bundle_dir, extra)), split)
-    cases = [(r.case_id, read_image(r.image_path))
+    data = _recorded_data_config(bundle_dir, extra)
+    rows = split_cases(read_manifest(root, manifest, data), split)
+    cases = [(r.case_id, read_image(r.image_path, options=data.read))
              for r in (rows.head(max_cases) if max_cases else rows).itertuples()]
     result = run_parity(
         bundle, cases, tolerances=tolerances, formats=formats, progress=progress,

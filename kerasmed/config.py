@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from serving.atomic import atomic_write_text
 from serving.errors import ConfigError
+from serving.io.registry import check_read_options
 from serving.preprocessing import PreprocessSpec
 
 
@@ -85,6 +86,20 @@ class DataConfig(_Section):
     )
     columns: ColumnsConfig = ColumnsConfig()
     split: SplitConfig = SplitConfig()
+    read: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Reader options by reader name, for every file of the dataset (training, "
+        "check-data, evaluation, parity), e.g. {dicom: {pick: most_slices}, nifti: {canonical: "
+        "true}}; see serving.io.check_read_options.",
+    )
+
+    @pydantic.field_validator("read")
+    @classmethod
+    def _reader_options(cls, v):
+        try:
+            return check_read_options(v)
+        except ConfigError as err:
+            raise _RuleError(f"config key `data.read`: {err}") from err
 
 
 class SyntheticConfig(_Section):

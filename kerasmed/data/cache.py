@@ -101,9 +101,10 @@ def _digest(payload, length: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
 
 
-def spec_key(spec: PreprocessSpec) -> str:
-    """The spec folder's name: a hash of `spec.to_dict()` (which holds the code's version)."""
-    return _digest(spec.to_dict(), 16)
+def spec_key(spec: PreprocessSpec, read: dict | None = None) -> str:
+    """The spec folder's name: a hash of `spec.to_dict()` (which holds the code's version) and of
+    the reader options (`data.read`), when there are any."""
+    return _digest({"spec": spec.to_dict(), "read": read} if read else spec.to_dict(), 16)
 
 
 def file_identity(path: str | Path) -> list:
@@ -140,7 +141,7 @@ def manifest_key(manifest: pd.DataFrame) -> str:
 
 
 def build_case(case_id: str, image_path: str, mask_path: str, spec: PreprocessSpec,
-               folder: str | Path) -> dict:
+               folder: str | Path, read: dict | None = None) -> dict:
     """Read, check and preprocess one case into `folder` (written atomically); returns its meta.
 
     The meta (also `folder/meta.json`) holds `case_id`, `source_shape` and `source_spacing` (mm)
@@ -151,8 +152,8 @@ def build_case(case_id: str, image_path: str, mask_path: str, spec: PreprocessSp
         KerasmedError: a reader, geometry or preprocessing error, naming the case.
     """
     try:
-        image = read_image(image_path)
-        mask = read_image(mask_path)
+        image = read_image(image_path, options=read)
+        mask = read_image(mask_path, options=read)
         # The model's channels are neighbouring slices, so an RGB image has no place here.
         image.require_grey(f"The slice cache (case {case_id}, `{image_path}`)")
         mask.require_grey(f"The slice cache (case {case_id}, `{mask_path}`)")
@@ -212,11 +213,11 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, _worker_sigterm)
 
 
-def _worker_build_case(case_id, image_path, mask_path, spec, folder) -> dict:
+def _worker_build_case(case_id, image_path, mask_path, spec, folder, read) -> dict:
     global _CURRENT
     _CURRENT = Path(folder)
     try:
-        return build_case(case_id, image_path, mask_path, spec, folder)
+        return build_case(case_id, image_path, mask_path, spec, folder, read)
     finally:
         _CURRENT = None
 
@@ -247,7 +248,8 @@ def _starting_workers() -> Iterator[None]:
             signal.raise_signal(s)
 
 
-def _build_all(todo: list[tuple], spec: PreprocessSpec, workers: int, bar) -> dict[str, dict]:
+def _build_all(todo: list[tuple], spec: PreprocessSpec, workers: int, bar,
+               read: dict | None = None) -> dict[str, dict]:
     """Build `todo` (`(case_id, image_path, mask_path, folder)` tuples); returns metas by case id.
 
     On an error or an interruption no new case starts, the running ones finish (each is written
@@ -256,7 +258,7 @@ def _build_all(todo: list[tuple], spec: PreprocessSpec, workers: int, bar) -> di
     metas = {}
     if workers <= 1 or len(todo) <= 1:
         for case_id, image_path, mask_path, folder in todo:
-            metas[case_id] = build_case(case_id, image_path, mask_path, spec, folder)
+            metas[case_id] = build_case(case_id, image_path, mask_path, spec, folder, read)
             bar.update()
         return metas
     # spawn: a fresh interpreter per worker, which imports neither TensorFlow nor the parent's
@@ -267,7 +269,8 @@ def _build_all(todo: list[tuple], spec: PreprocessSpec, workers: int, bar) -> di
             pool = ProcessPoolExecutor(min(workers, len(todo)),
                                        mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_init)
-            futures = {pool.submit(_worker_build_case, case_id, image_path, mask_path, spec, folder):
+            futures = {pool.submit(_worker_build_case, case_id, image_path, mask_path, spec, folder,
+                                   read):
                        case_id for case_id, image_path, mask_path, folder in todo}
         for future in as_completed(futures):
             try:
@@ -324,8 +327,8 @@ def _prune(folder: Path, keep_cases: set[str], keep_index: str) -> int:
     return pruned
 
 
-def _spec_folder(cache_root: Path, spec: PreprocessSpec, prune: bool) -> Path:
-    folder = cache_root / spec_key(spec)
+def _spec_folder(cache_root: Path, spec: PreprocessSpec, prune: bool, read: dict | None) -> Path:
+    folder = cache_root / spec_key(spec, read)
     if not folder.is_dir():
         # Not `atomic_dir`, which replaces a folder that a concurrent build may have made meanwhile.
         tmp = temporary_sibling(folder)
@@ -333,6 +336,8 @@ def _spec_folder(cache_root: Path, spec: PreprocessSpec, prune: bool) -> Path:
         try:
             write_marker(tmp, CACHE, created_by="kerasmed preprocess")
             atomic_write_text(tmp / "spec.json", json.dumps(spec.to_dict(), indent=2) + "\n")
+            if read:
+                atomic_write_text(tmp / "read.json", json.dumps(read, indent=2) + "\n")
             os.rename(tmp, folder)
         except OSError:
             if not folder.is_dir():
@@ -351,7 +356,8 @@ def _spec_folder(cache_root: Path, spec: PreprocessSpec, prune: bool) -> Path:
 
 
 def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str | Path,
-                 progress: bool = True, workers: int = 1, prune: bool = False) -> CacheReport:
+                 progress: bool = True, workers: int = 1, prune: bool = False,
+                 read: dict | None = None) -> CacheReport:
     """Preprocess the cases of `manifest` that the cache lacks, and write the manifest's index.
 
     Args:
@@ -361,6 +367,8 @@ def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str |
         progress: show a progress bar over cases.
         workers: processes preprocessing cases at once (1: in this process).
         prune: delete the spec folder's case and index folders this manifest does not use.
+        read: reader options (`data.read`, see `serving.io.check_read_options`); part of the spec
+            folder's key, since they change what is read.
 
     Returns:
         What was built, reused and pruned, and the index folder for `load_cache`.
@@ -371,7 +379,7 @@ def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str |
     """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"`workers` must be an integer >= 1. Received: workers={workers!r}")
-    folder = _spec_folder(Path(cache_root), spec, prune)
+    folder = _spec_folder(Path(cache_root), spec, prune, read)
     rows = [(str(r.case_id), str(r.split), r.image_path, r.mask_path) for r in manifest.itertuples()]
     with _locked(folder, progress):
         _remove_leftovers(folder)  # only a killed build leaves these, and none runs but ours
@@ -381,7 +389,7 @@ def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str |
                 for case_id, _, image, mask in rows if metas[case_id] is None]
         with tqdm(total=len(rows), initial=len(rows) - len(todo), desc="cache", unit="case",
                   disable=not progress) as bar:
-            metas.update(_build_all(todo, spec, workers, bar))
+            metas.update(_build_all(todo, spec, workers, bar, read))
         index = pd.DataFrame([
             {"case_id": case_id, "split": split, "slices": metas[case_id]["output_shape"][0],
              "positive_slices": metas[case_id]["positive_slices"],
@@ -401,14 +409,15 @@ def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str |
 
 def build_cache(
     manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str | Path, progress: bool = True,
-    workers: int = 1,
+    workers: int = 1, read: dict | None = None,
 ) -> Path:
     """Preprocess the cases of `manifest` into the cache unless already there (see `update_cache`).
 
     Returns:
         The manifest's index folder (holding `index.csv`), for `load_cache`.
     """
-    return update_cache(manifest, spec, cache_root, progress=progress, workers=workers).index
+    return update_cache(manifest, spec, cache_root, progress=progress, workers=workers,
+                        read=read).index
 
 
 def load_cache(folder: str | Path, split: str | None = None) -> list[CachedCase]:

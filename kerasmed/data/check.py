@@ -151,7 +151,7 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     for i, row in enumerate(tqdm(cases.to_dict("records"), desc="check", unit="case",
                                  disable=not progress)):
         files = {k: v for k, v in row.items() if k.endswith("_path") and v and (i, v) not in skip}
-        problems, stat, hist = _check_case(row, i, files, has_masks)
+        problems, stat, hist = _check_case(row, i, files, has_masks, d.read)
         found += problems
         if stat is not None:
             stats.append(stat)
@@ -164,8 +164,9 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
                        pd.DataFrame(stats), dataset.seeded, histograms)
 
 
-def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool) -> tuple:
-    """Problems, statistics and intensity histogram of the case in row `i`, reading `files`."""
+def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, options: dict) -> tuple:
+    """Problems, statistics and intensity histogram of the case in row `i`, reading `files` with
+    the reader `options` (`data.read`)."""
     case_id, problems = row["case_id"], []
 
     def problem(file: str, reason: str) -> None:
@@ -173,7 +174,7 @@ def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool) -> tu
 
     def read(path: str) -> Image | None:
         try:
-            return read_image(path)
+            return read_image(path, options=options)
         except DataError as err:  # the reader names the file and the reason
             problem(path, str(err))
             return None

@@ -55,14 +55,14 @@ def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = Tru
     rows, panels = [], []
     start = time.monotonic()
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"evaluate {split}", disable=not progress):
-        image = read_image(case.image_path)
-        truth = read_image(case.mask_path)
+        image = read_image(case.image_path, options=config.data.read)
+        truth = read_image(case.mask_path, options=config.data.read)
         # The checks training's cache applies: a mask off the image grid is a data error here too.
         check_case_geometry(image, truth, case.case_id, case.mask_path)
         truth = truth.array > 0
         baseline_dice = np.nan
         if case.lung_mask_path:
-            lungs = read_image(case.lung_mask_path)
+            lungs = read_image(case.lung_mask_path, options=config.data.read)
             check_case_geometry(image, lungs, case.case_id, case.lung_mask_path, what="Lung mask")
             guess = threshold_baseline(image.array, lungs.array > 0, ev.baseline_threshold_hu)
             baseline_dice = dice(guess, truth)

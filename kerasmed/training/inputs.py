@@ -41,7 +41,8 @@ def preprocess_dataset(config: Config, workers: int | None = None, prune: bool =
         manifest = dataset_manifest(config)  # the config's columns, format and split rule
     cache_root = Path(config.data.cache_dir) if config.data.cache_dir else root / "cache"
     report = update_cache(manifest, config.preprocessing.spec(), cache_root, progress=progress,
-                          workers=usable_cpu_count() if workers is None else workers, prune=prune)
+                          workers=usable_cpu_count() if workers is None else workers, prune=prune,
+                          read=config.data.read)
     if None in config.preprocessing.size[1:]:
         # Only now are the slice sides known (the config checked every side it sets). The cache
         # holds every split, so this also covers the whole slices validation and evaluation run.

@@ -9,9 +9,11 @@ Adding a format means one reader function and one line in `READERS` (plus its su
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from serving.array_checks import finite_real_array
 from serving.errors import ConfigError, DataError
@@ -79,12 +81,55 @@ def format_of(path: str | os.PathLike) -> str:
     )
 
 
-def read_image(path: str | os.PathLike, format: str | None = None, **kwargs) -> Image:
+def check_read_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict]:
+    """Validate per-reader options: `{reader name: {argument: value}}`.
+
+    For example `{"dicom": {"pick": "most_slices"}, "nifti": {"canonical": True}}`: what a
+    dataset's config (`data.read`) gives every `read_image` of its files, each reader taking only
+    its own entry.
+
+    Returns:
+        The options as plain dicts.
+
+    Raises:
+        ConfigError: if a key is not a reader name or an argument is not one of that reader's
+            keyword arguments (both listing the valid ones).
+    """
+    checked = {}
+    for name, args in (options or {}).items():
+        if name not in READERS:
+            raise ConfigError(
+                f"Reader options are keyed by reader name; valid names: {reader_names()}. "
+                f"Received: {name!r}"
+            )
+        if not isinstance(args, Mapping):
+            raise ConfigError(
+                f"The options of reader {name!r} must be a mapping of its arguments. "
+                f"Received: {args!r}"
+            )
+        valid = list(inspect.signature(READERS[name]).parameters)[1:]  # all but the path
+        unknown = sorted(set(args) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"Unknown option of reader {name!r}; valid options: {valid}. Received: {unknown}"
+            )
+        checked[name] = dict(args)
+    return checked
+
+
+def read_image(
+    path: str | os.PathLike,
+    format: str | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    **kwargs,
+) -> Image:
     """Read any supported image: a DICOM series folder, NIfTI, `.npy`/`.npz`, PNG, JPEG or TIFF.
 
     Args:
         path: a folder (DICOM series) or a file whose ending names its format.
         format: force a reader by name (one of `READERS`) instead of guessing from `path`.
+        options: per-reader options (see `check_read_options`); the entry of the reader chosen
+            for `path` applies, under `kwargs`.
         **kwargs: passed to the reader, e.g. `series_uid` for DICOM, `spacing` for `.npy`, PNG,
             JPEG and TIFF (whose spacing is otherwise taken from a sidecar JSON or the file, else
             assumed; see `serving.io.sidecar`).
@@ -104,7 +149,7 @@ def read_image(path: str | os.PathLike, format: str | None = None, **kwargs) -> 
         raise ConfigError(
             f"Unknown image format; valid formats: {reader_names()}. Received: format={format!r}"
         )
-    image = READERS[format](path, **kwargs)
+    image = READERS[format](path, **{**(options or {}).get(format, {}), **kwargs})
     # Checked here, once for every reader, so that a NaN voxel fails at read time (the training
     # cache, evaluation, export) naming its file, instead of training or predicting NaN.
     finite_real_array(image.array, f"Image `{path}`")
