@@ -13,7 +13,11 @@ Values (`modality_values`), per PS3.3 C.11.1 and C.7.6.3.1.2:
   rescale this is `RescaleSlope * (smin + smax - stored) + RescaleIntercept`. The range is that of
   the header, never of the image's own pixels, so the result does not depend on image content.
   PresentationLUTShape is not applied: in CR/DX/MG it only restates the PhotometricInterpretation.
-- Colour (SamplesPerPixel 3) and palette images are refused for now.
+- Colour: a file with SamplesPerPixel 3 (RGB, or YBR_FULL/YBR_FULL_422/YBR_RCT/YBR_ICT, converted
+  to RGB by pydicom as PS3.3 C.7.6.3.1.2 defines) or PALETTE COLOR (indices looked up in the
+  file's palette) gives RGB values with a trailing channel axis (`colour_pixels`); no modality LUT
+  applies to colour. Colour is read file by file (`serving.io.dicom_file`), never as a slice of a
+  series.
 
 pydicom is imported on first use so that `serving` imports with numpy alone.
 """
@@ -180,26 +184,66 @@ def size_of(ds, path: Path | str) -> tuple[int, int]:
     return tuple(int(_numbers(ds, t, path, 1, positive=True)[0]) for t in ("Rows", "Columns"))
 
 
+_COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
+
+
+def is_colour(ds, path: Path) -> bool:
+    """Whether the image is colour: SamplesPerPixel 3, or a PALETTE COLOR image.
+
+    Raises:
+        DataError: for a SamplesPerPixel or PhotometricInterpretation this reader cannot read
+            (e.g. 4 samples, or YBR_PARTIAL_422).
+    """
+    samples = _integer(ds, "SamplesPerPixel", path, 1)
+    photometric = str(_value(ds, "PhotometricInterpretation", path) or "MONOCHROME2").strip()
+    known = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR") if samples == 1 else _COLOUR_PHOTOMETRIC
+    if samples not in (1, 3) or photometric not in known:
+        raise DataError(
+            f"`{path}` must be greyscale (SamplesPerPixel 1, MONOCHROME1/2), palette colour or "
+            f"colour (SamplesPerPixel 3: {', '.join(_COLOUR_PHOTOMETRIC)}). "
+            f"Received: SamplesPerPixel={samples}, PhotometricInterpretation={photometric}"
+        )
+    return samples == 3 or photometric == "PALETTE COLOR"
+
+
 def check_greyscale(ds, path: Path) -> bool:
     """Whether the image is MONOCHROME1 (to be inverted).
 
     Raises:
-        DataError: for colour (SamplesPerPixel > 1) or palette images.
+        DataError: for colour or palette images (read file by file, not as slices of a series).
     """
-    samples = _integer(ds, "SamplesPerPixel", path, 1)
+    if is_colour(ds, path):
+        photometric = str(_value(ds, "PhotometricInterpretation", path)).strip()
+        raise DataError(
+            f"A slice of a series must be greyscale (MONOCHROME1 or MONOCHROME2); `{path}` is "
+            f"colour, which is read one file at a time (`read_image(file)`). Received: "
+            f"SamplesPerPixel={_integer(ds, 'SamplesPerPixel', path, 1)}, "
+            f"PhotometricInterpretation={photometric}"
+        )
     photometric = str(_value(ds, "PhotometricInterpretation", path) or "MONOCHROME2").strip()
-    if samples != 1:
-        raise DataError(
-            f"`{path}` must be greyscale (SamplesPerPixel 1); RGB DICOM is not supported yet. "
-            f"Received: SamplesPerPixel={samples}, PhotometricInterpretation={photometric}"
-        )
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DataError(
-            f"`{path}` must be greyscale (PhotometricInterpretation MONOCHROME1 or MONOCHROME2); "
-            f"colour and palette DICOM are not supported yet. "
-            f"Received: PhotometricInterpretation={photometric}"
-        )
     return photometric == "MONOCHROME1"
+
+
+def colour_pixels(ds, path: Path) -> np.ndarray:
+    """The RGB values of a colour or palette image as `(frames, rows, cols, 3)`, in the file's
+    integer type (a palette's entries are usually 16-bit).
+
+    Raises:
+        DataError: as `decode`, or if the palette cannot be applied.
+    """
+    pixels = decode(ds, path, colour=True)
+    if str(_value(ds, "PhotometricInterpretation", path)).strip() == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            pixels = apply_color_lut(pixels, ds)
+        except Exception as err:  # missing or damaged palette descriptors and data
+            raise DataError(
+                f"A PALETTE COLOR image must carry a complete palette (Red/Green/Blue Palette "
+                f"Color Lookup Table Descriptor and Data); `{path}` does not. "
+                f"Received: {_one_line(err)}"
+            ) from err
+    return pixels
 
 
 def _transfer_syntax(ds):
@@ -253,8 +297,9 @@ def check_decoder(ds, path: Path) -> None:
         )
 
 
-def decode(ds, path: Path) -> np.ndarray:
-    """The stored pixel values as `(frames, rows, cols)`.
+def decode(ds, path: Path, colour: bool = False) -> np.ndarray:
+    """The stored pixel values as `(frames, rows, cols)` (`(frames, rows, cols, 3)` for colour,
+    converted to RGB from any YBR colour space; palette indices for PALETTE COLOR).
 
     Raises:
         DataError: if no decoder is installed for the transfer syntax, or the pixel data is
@@ -277,12 +322,16 @@ def decode(ds, path: Path) -> np.ndarray:
             f"A DICOM slice must hold complete Rows x Columns pixel data; `{path}` is truncated "
             f"or undecodable{hint}. Received: {_one_line(err)}"
         ) from err
-    if pixels.ndim not in (2, 3) or pixels.dtype.kind not in "iub":
+    samples = 3 if colour and _integer(ds, "SamplesPerPixel", path, 1) == 3 else 1
+    single = 2 if samples == 1 else 3  # the dimensions of one frame
+    if pixels.ndim not in (single, single + 1) or pixels.dtype.kind not in "iub" or (
+            samples == 3 and pixels.shape[-1] != 3):
+        kind = "colour (rows, columns, 3)" if samples == 3 else "greyscale"
         raise DataError(
-            f"`{path}` must hold greyscale integer pixel data. "
+            f"`{path}` must hold {kind} integer pixel data. "
             f"Received: shape={pixels.shape}, dtype={pixels.dtype}"
         )
-    return pixels[None] if pixels.ndim == 2 else pixels
+    return pixels[None] if pixels.ndim == single else pixels
 
 
 def rescale_of(ds, path: Path | str) -> tuple[float, float]:

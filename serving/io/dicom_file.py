@@ -19,6 +19,12 @@ What a file becomes:
   rescale, else the top-level RescaleSlope/Intercept. Frames must form one stack: several stacks
   (echoes, time points) share positions and are refused.
 
+- **a colour image** (SamplesPerPixel 3 in RGB or a YBR colour space, or PALETTE COLOR: secondary
+  captures, ultrasound, photographs, slides): RGB values with a trailing channel axis,
+  `(rows, cols, 3)` with `channels=3`, spacing as for a radiograph; a multi-frame colour file
+  (a cine loop) is `(frames, rows, cols, 3)`, its frame axis without geometry (spacing 1.0,
+  assumed). Plane geometry is not used for colour: it is never a slice of a volume.
+
 Values, colour and MONOCHROME1 follow `serving.io.base_dicom`. Compressed transfer syntaxes are
 decoded by pydicom's pixel handlers; a missing handler is a `DataError` naming the syntax and the
 package to install.
@@ -42,8 +48,10 @@ from serving.io.base_dicom import (
     _require,
     _value,
     check_greyscale,
+    colour_pixels,
     decode,
     has_plane_geometry,
+    is_colour,
     metadata,
     modality_values,
     non_image,
@@ -129,10 +137,12 @@ def image_from_dataset(
     Raises:
         DataError: see `read_dicom_file`.
     """
+    modality = str(_value(ds, "Modality", path) or "OT")
+    if is_colour(ds, path):
+        return _colour(ds, path, modality, notes, allow)
     monochrome1 = check_greyscale(ds, path)
     if monochrome1:
         notes.append(MONOCHROME1_NOTE)
-    modality = str(_value(ds, "Modality", path) or "OT")
     frames = _integer(ds, "NumberOfFrames", path, 1)
     if "PerFrameFunctionalGroupsSequence" in ds:
         planes = _frame_planes(ds, path, name, frames, monochrome1)
@@ -158,6 +168,38 @@ def _projection(
 ) -> Image:
     """A single frame without patient-plane geometry, as a 2D image."""
     values = modality_values(decode(ds, path)[0], ds, path, monochrome1)
+    spacing, extra = _pixel_spacing(ds, path, notes)
+    if modality not in PROJECTION_MODALITIES:
+        tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+        missing = [tag for tag in tags if _value(ds, tag, path) in (None, "")]
+        notes.append(f"no {' or '.join(missing)}: read as a 2D image without patient geometry")
+    meta = {**metadata(ds, path, 1, notes, allow), **extra}
+    return Image(values, spacing, modality=modality, metadata=meta)
+
+
+def _colour(ds, path: Path, modality: str, notes: list[str], allow: Sequence[str]) -> Image:
+    """A colour or palette image: `(rows, cols, 3)`, or `(frames, rows, cols, 3)`."""
+    pixels = colour_pixels(ds, path)
+    spacing, extra = _pixel_spacing(ds, path, notes)
+    photometric = str(_value(ds, "PhotometricInterpretation", path)).strip()
+    if photometric != "RGB":
+        notes.append(f"{photometric} shown as RGB")
+    extra["color_mode"] = "RGB"
+    if pixels.shape[0] == 1:
+        array = pixels[0]
+    else:
+        array = pixels
+        notes.append(f"{pixels.shape[0]} colour frames stacked on axis 0 without patient geometry")
+        assumed = [0] + ([1, 2] if extra.get("spacing_source") == "assumed" else [])
+        extra.pop("spacing_source", None)
+        spacing, extra["spacing_assumed_axes"] = (1.0, *spacing), assumed
+    meta = {**metadata(ds, path, pixels.shape[0], notes, allow), **extra}
+    return Image(array, spacing, modality=modality, metadata=meta, channels=3)
+
+
+def _pixel_spacing(ds, path: Path, notes: list[str]) -> tuple[tuple[float, float], dict]:
+    """In-plane spacing of a 2D image: PixelSpacing, else ImagerPixelSpacing, else 1.0 assumed;
+    and the metadata saying which (`pixel_spacing_tag`, or `spacing_source` "assumed")."""
     pixel = _numbers(ds, "PixelSpacing", path, 2, positive=True)
     imager = _numbers(ds, "ImagerPixelSpacing", path, 2, positive=True)
     extra: dict = {}
@@ -178,12 +220,7 @@ def _projection(
         spacing = (1.0, 1.0)
         extra["spacing_source"] = "assumed"
         notes.append("no PixelSpacing or ImagerPixelSpacing: spacing set to 1.0 per pixel")
-    if modality not in PROJECTION_MODALITIES:
-        tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-        missing = [tag for tag in tags if _value(ds, tag, path) in (None, "")]
-        notes.append(f"no {' or '.join(missing)}: read as a 2D image without patient geometry")
-    meta = {**metadata(ds, path, 1, notes, allow), **extra}
-    return Image(values, spacing, modality=modality, metadata=meta)
+    return tuple(spacing), extra
 
 
 def _frame_planes(ds, path: Path, name: str, frames: int, monochrome1: bool) -> list[Plane]:

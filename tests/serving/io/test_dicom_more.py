@@ -109,12 +109,15 @@ def test_missing_decoder_simulated_for_rle(monkeypatch):
         read_dicom_file(_shipped("MR_small_RLE.dcm"))
 
 
-@pytest.mark.parametrize("name", ["SC_rgb_jpeg.dcm", "SC_rgb_small_odd.dcm", "examples_rgb_color.dcm"])
-def test_rgb_dicom_is_refused_clearly(name):
-    path = _shipped(name)
-    with pytest.raises(DataError, match=r"must be greyscale \(SamplesPerPixel 1\); RGB DICOM is not "
-                       r"supported yet\. Received: SamplesPerPixel=3"):
-        read_image(path)
+def test_rgb_dicom_in_a_series_folder_is_refused_clearly(tmp_path):
+    for z, name in enumerate("ab"):  # two colour planes that would otherwise stack
+        ds = pydicom.dcmread(_shipped("SC_rgb_small_odd.dcm"))
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, z], [1, 0, 0, 0, 1, 0]
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{z}"
+        ds.save_as(tmp_path / f"{name}.dcm")
+    with pytest.raises(DataError, match=r"A slice of a series must be greyscale.*colour, which is "
+                       r"read one file at a time.*Received: SamplesPerPixel=3"):
+        read_image(tmp_path)
 
 
 def test_non_image_file_is_refused_by_the_file_reader():
