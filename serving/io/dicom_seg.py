@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.errors import DataError
+from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.io.base_dicom import _value, is_multiframe, non_image, pydicom_module, read_dataset
 from serving.io.base_writer import atomic_file, label_map
@@ -49,6 +49,8 @@ def write_dicom_seg(
     algorithm_version: str = "0.1.0",
     series_description: str = "kerasmed segmentation",
     series_number: int = 99,
+    segment_types: Sequence[str | tuple[str, str, str]] | None = None,
+    segment_categories: Sequence[str | tuple[str, str, str]] | None = None,
 ) -> Path:
     """Write `mask` as a binary DICOM SEG referencing the DICOM series it was predicted on.
 
@@ -67,6 +69,13 @@ def write_dicom_seg(
         algorithm_version: AlgorithmVersion, and the SoftwareVersions.
         series_description: SeriesDescription of the SEG series.
         series_number: SeriesNumber of the SEG series.
+        segment_types: the SegmentedPropertyType of classes 1..K, what a viewer shows as each
+            segment's meaning: a SNOMED CT keyword of pydicom's `codes.SCT` (e.g. "Nodule",
+            "Lung", "Liver") or a `(code value, coding scheme, meaning)` triple. Default:
+            "Lesion" for every class.
+        segment_categories: the SegmentedPropertyCategory of classes 1..K, the same way.
+            Default: "MorphologicallyAbnormalStructure" (use e.g. "Organ" or "Tissue" for
+            anatomy).
 
     Returns:
         The written path.
@@ -77,6 +86,8 @@ def write_dicom_seg(
             not a series of single-frame slices with plane geometry on a uniform grid (a file is
             missing or unreadable, several series and no `series_uid`, multi-frame files,
             uneven gaps...).
+        ConfigError: if `segment_types` or `segment_categories` does not hold one entry per
+            class, or names a keyword pydicom's SNOMED CT codes do not have.
         DependencyError: if highdicom is not installed.
 
     Example:
@@ -89,6 +100,9 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     labels, names = _label_map(mask, class_names)
+    types = _codes(segment_types, "Lesion", len(names), "segment_types")
+    categories = _codes(segment_categories, "MorphologicallyAbnormalStructure", len(names),
+                        "segment_categories")
     where = _describe_source(source)
     datasets = _series_datasets(_source_paths(source), series_uid, where)
     ordered = _match_slices(mask, datasets, where)
@@ -101,12 +115,12 @@ def write_dicom_seg(
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=name,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion,
+            segmented_property_category=category,
+            segmented_property_type=kind,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )
-        for number, name in enumerate(names, start=1)
+        for number, (name, kind, category) in enumerate(zip(names, types, categories), start=1)
     ]
     seg = hd.seg.Segmentation(
         source_images=ordered,
@@ -269,3 +283,35 @@ def _match_slices(mask: Image, files: list, where: str) -> list:
 
 def _round(values) -> list[float]:
     return [round(float(v), 4) for v in values]
+
+
+def _codes(entries, default: str, count: int, argument: str) -> list:
+    """One pydicom `Code` per class from SNOMED CT keywords or `(value, scheme, meaning)`."""
+    import difflib
+
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    if entries is None:
+        entries = [default] * count
+    if isinstance(entries, (str, tuple)):
+        entries = [entries]
+    if len(entries) != count:
+        raise ConfigError(
+            f"`{argument}` must hold one entry per class ({count}). Received: {list(entries)}"
+        )
+    found = []
+    for entry in entries:
+        if isinstance(entry, tuple) and len(entry) == 3 and all(isinstance(e, str) and e for e in entry):
+            found.append(Code(value=entry[0], scheme_designator=entry[1], meaning=entry[2]))
+            continue
+        if not isinstance(entry, str) or entry not in codes.SCT.dir():
+            close = difflib.get_close_matches(str(entry), codes.SCT.dir(), n=5) if isinstance(
+                entry, str) else []
+            raise ConfigError(
+                f"`{argument}` entries must be SNOMED CT keywords of pydicom's `codes.SCT` "
+                f"(e.g. 'Nodule', 'Lung'; close to yours: {close}) or (code value, coding scheme, "
+                f"meaning) triples. Received: {entry!r}"
+            )
+        found.append(getattr(codes.SCT, entry))
+    return found

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from serving.errors import DataError, DependencyError
+from serving.errors import ConfigError, DataError, DependencyError
 from serving.image import Image
 from serving.io import read_image, write_dicom_seg, write_dicom_series
 
@@ -223,3 +223,36 @@ def test_missing_highdicom_is_a_dependency_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)
     with pytest.raises(DependencyError, match="pip install highdicom"):
         write_dicom_seg(ct.with_array(ct.array > 0), folder, tmp_path / "seg.dcm")
+
+
+def test_segment_codes_name_what_each_class_is(tmp_path):
+    folder = _series(tmp_path, None, None)
+    ct = read_image(folder)
+    mask = ct.with_array(_labels_from_hu(ct.array), modality="SEG")
+    path = write_dicom_seg(mask, folder, tmp_path / "seg.dcm", class_names=["nodule", "vessel"],
+                           segment_types=["Nodule", ("59820001", "SCT", "Blood vessel")],
+                           segment_categories=["MorphologicallyAbnormalStructure", "Tissue"])
+    seg = pydicom.dcmread(path)
+    types = [s.SegmentedPropertyTypeCodeSequence[0] for s in seg.SegmentSequence]
+    categories = [s.SegmentedPropertyCategoryCodeSequence[0] for s in seg.SegmentSequence]
+    # SNOMED CT 27925004 is "Nodule", 85756007 "Tissue", 49755003 "Morphologically abnormal
+    # structure" (the values, from the SNOMED CT release, are not looked up by the test).
+    assert [(c.CodeValue, c.CodingSchemeDesignator) for c in types] == [
+        ("27925004", "SCT"), ("59820001", "SCT")]
+    assert types[1].CodeMeaning == "Blood vessel"
+    assert [c.CodeValue for c in categories] == ["49755003", "85756007"]
+    # Default: a lesion, as before.
+    default = pydicom.dcmread(write_dicom_seg(mask, folder, tmp_path / "d.dcm"))
+    assert default.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"
+
+
+def test_segment_codes_must_be_known_and_one_per_class(tmp_path):
+    folder = _series(tmp_path, None, None)
+    ct = read_image(folder)
+    mask = ct.with_array(_labels_from_hu(ct.array), modality="SEG")
+    with pytest.raises(ConfigError, match=r"one entry per class \(2\)\. Received: \['Nodule'\]"):
+        write_dicom_seg(mask, folder, tmp_path / "s.dcm", segment_types=["Nodule"])
+    with pytest.raises(ConfigError, match=r"SNOMED CT keywords.*close to yours: \['Nodule'.*"
+                       r"Received: 'Nodul'"):
+        write_dicom_seg(mask, folder, tmp_path / "s.dcm", segment_types=["Nodul", "Lung"])
+    assert not (tmp_path / "s.dcm").exists()
