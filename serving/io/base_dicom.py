@@ -459,10 +459,11 @@ def profile_values(ds, path: Path, keep: Sequence[str] = ()) -> set[str]:
     cannot have been copied anywhere either."""
     found: set[str] = set()
     for keyword, row in PROFILE.items():
-        if row.repeating or keyword in keep or keyword not in ds:
+        if row.repeating or keyword in keep or row.number not in ds:
             continue
         try:
-            value = _value(ds, keyword, path)
+            # A row newer than pydicom's dictionary has no keyword pydicom knows: read it by tag.
+            value = _value(ds, keyword, path) if row.in_pydicom else _value(ds, row.number, path).value
         except DataError:
             continue
         if value is None or _is_sequence_of_datasets(value):
