@@ -92,10 +92,12 @@ def unet2d(
         )
     inputs = keras.Input(tuple(input_shape), name="image")
     x = inputs
+    # In float32 whatever the mixed-precision policy: raw HU in bfloat16 are 4-8 HU apart, and
+    # the first convolution casts the normalised values to its own compute dtype.
     if intensity == "hu_window":
-        x = HUWindow(*hu_window, name="hu_window")(x)
+        x = HUWindow(*hu_window, name="hu_window", dtype="float32")(x)
     elif intensity == "ct_fingerprint":
-        x = CTNormalization(**ct_normalization, name="ct_normalization")(x)
+        x = CTNormalization(**ct_normalization, name="ct_normalization", dtype="float32")(x)
     skips = []
     for level in range(depth):
         x = _conv_block(x, filters * 2**level, normalization, f"down{level}")

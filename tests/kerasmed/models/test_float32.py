@@ -54,3 +54,14 @@ def test_caller_policy_is_kept(bf16_model):
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_intensity_layer_computes_in_float32_under_mixed_precision(bf16_model):
+    # Raw HU in bfloat16 are 4-8 HU apart near -1000: the window must see them in float32.
+    window = bf16_model.get_layer("hu_window")
+    assert window.compute_dtype == "float32"
+    assert bf16_model.get_layer(index=2).compute_dtype == "bfloat16"  # the first convolution
+    x = np.array([-1000.0, -999.0, -998.0, -997.0], np.float32).reshape(1, 1, 4, 1)
+    y = np.asarray(window(x)).ravel()
+    assert len(set(y.tolist())) == 4  # in bfloat16 these four HU would be at most two values
+    assert len(set(np.asarray(keras.ops.cast(x, "bfloat16"), np.float32).ravel().tolist())) <= 2
