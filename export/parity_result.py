@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from export.tolerances import Tolerances
+from serving.metrics import mean_dice
 
 REFERENCE = "keras"
 # Key of the result-level criteria (about the golden cases, not one artefact) in `failures`.
@@ -35,15 +36,7 @@ def dice_agreement(mask_a: np.ndarray, mask_b: np.ndarray, num_classes: int) -> 
     Returns:
         Dice in [0, 1]; 1.0 when both masks are empty.
     """
-    classes = [1] if num_classes == 1 else range(1, num_classes)
-    scores = []
-    for c in classes:
-        a, b = mask_a == c, mask_b == c
-        # count_nonzero counts a boolean array several times faster than sum().
-        total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-        if total:
-            scores.append(2.0 * int(np.count_nonzero(np.logical_and(a, b))) / total)
-    return float(np.mean(scores)) if scores else 1.0
+    return mean_dice(mask_a, mask_b, [1] if num_classes == 1 else range(1, num_classes))
 
 
 @dataclasses.dataclass

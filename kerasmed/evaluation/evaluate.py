@@ -23,13 +23,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kerasmed.data.manifest import check_case_geometry, dataset_manifest, require_column, split_cases
-from kerasmed.evaluation.metrics import dice, threshold_baseline
+from kerasmed.evaluation.metrics import threshold_baseline
 from kerasmed.evaluation.plots import plot_dice_per_case, plot_overlay_montage, plot_training_curves
 from kerasmed.keras_runner import KerasRunner
 from kerasmed.run import load_run
 from serving.atomic import atomic_dir
 from serving.inference import predict_image, probs_to_mask
 from serving.io import read_image
+from serving.metrics import dice
 
 
 def evaluate(run_dir: str | Path, split: str | None = None, progress: bool = True) -> dict:

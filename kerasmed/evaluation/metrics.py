@@ -1,17 +1,8 @@
-"""Numpy segmentation metrics on label maps."""
+"""The segmentation evaluation's non-learned baseline. Metrics (Dice...) live in `serving.metrics`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def dice(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
-    """Dice of two binary masks; `empty` when both are empty."""
-    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
-    total = int(pred.sum()) + int(truth.sum())
-    if total == 0:
-        return float(empty)
-    return 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
 def threshold_baseline(ct_hu: np.ndarray, lung_mask: np.ndarray, threshold_hu: float = -500.0):
