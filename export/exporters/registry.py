@@ -7,16 +7,16 @@ from export.exporters.keras_file import KerasFileExporter
 from export.exporters.onnx import OnnxExporter
 from export.exporters.saved_model import SavedModelExporter
 from export.exporters.tflite import TFLiteExporter
-from serving.errors import ConfigError
+from serving.registry import Registry
 
 # Order matters when several are exported together: tflite converts the saved_model written
 # before it.
-EXPORTERS: dict[str, type[Exporter]] = {
+EXPORTERS = Registry("export format", {
     "keras": KerasFileExporter,
     "saved_model": SavedModelExporter,
     "tflite": TFLiteExporter,
     "onnx": OnnxExporter,
-}
+})
 
 
 def get_exporter(name: str, **kwargs) -> Exporter:
@@ -25,8 +25,4 @@ def get_exporter(name: str, **kwargs) -> Exporter:
     Raises:
         ConfigError: for an unknown name, listing the valid ones.
     """
-    if name not in EXPORTERS:
-        raise ConfigError(
-            f"Unknown export format `{name}`; valid names: {sorted(EXPORTERS)}. Received: {name!r}"
-        )
-    return EXPORTERS[name](**kwargs)
+    return EXPORTERS.lookup(name)(**kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from serving.io.nifti import read_nifti
 from serving.io.npy import read_npy, read_npz
 from serving.io.raster import read_raster
 from serving.io.tiff import read_tiff
+from serving.registry import Registry
 
-READERS: dict[str, Callable[..., Image]] = {
+READERS = Registry("image format", {
     "dicom": read_dicom_series,
     "dicom-file": read_dicom_file,
     "nifti": read_nifti,
@@ -33,7 +34,7 @@ READERS: dict[str, Callable[..., Image]] = {
     "png": read_raster,
     "jpeg": read_raster,
     "tiff": read_tiff,
-}
+})
 # File-name endings per reader; a directory always means "dicom".
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "dicom": (),
@@ -48,7 +49,7 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 
 
 def reader_names() -> list[str]:
-    return sorted(READERS)
+    return READERS.names()
 
 
 def format_of(path: str | os.PathLike) -> str:
@@ -97,11 +98,7 @@ def check_read_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[
     """
     checked = {}
     for name, args in (options or {}).items():
-        if name not in READERS:
-            raise ConfigError(
-                f"Reader options are keyed by reader name; valid names: {reader_names()}. "
-                f"Received: {name!r}"
-            )
+        READERS.lookup(name)  # reader options are keyed by reader name
         if not isinstance(args, Mapping):
             raise ConfigError(
                 f"The options of reader {name!r} must be a mapping of its arguments. "
@@ -145,11 +142,7 @@ def read_image(
     """
     if format is None:
         format = format_of(path)
-    if format not in READERS:
-        raise ConfigError(
-            f"Unknown image format; valid formats: {reader_names()}. Received: format={format!r}"
-        )
-    image = READERS[format](path, **{**(options or {}).get(format, {}), **kwargs})
+    image = READERS.lookup(format)(path, **{**(options or {}).get(format, {}), **kwargs})
     # Checked here, once for every reader, so that a NaN voxel fails at read time (the training
     # cache, evaluation, export) naming its file, instead of training or predicting NaN.
     finite_real_array(image.array, f"Image `{path}`")

@@ -194,8 +194,8 @@ def _(w):
 def _(w):
     path = w.file("x.npy", _npy_bytes(np.zeros((4, 8, 8), np.float32)))
     return Api(_read(path, format="mha"), ConfigError,
-               ("Unknown image format; valid formats: [", "'npy', 'npz', 'png', 'tiff']",
-                "Received: format='mha'"))
+               ("Unknown image format `mha`; valid names: [", "'npy', 'npz', 'png', 'tiff']",
+                "Received: 'mha'"))
 
 
 def _nifti(w: Work, rel: str, array, spacing=(2.5, 1.0, 1.0)) -> Path:

@@ -108,7 +108,8 @@ def test_forced_format(tmp_path):
     with open(path, "wb") as f:
         np.save(f, np.zeros((2, 3, 4), np.float32))
     assert read_image(path, format="npy").shape == (2, 3, 4)
-    with pytest.raises(ConfigError, match=r"valid formats: \[.*'nifti', 'npy', 'npz', 'png', 'tiff'\]"):
+    with pytest.raises(ConfigError, match=r"Unknown image format `mha`; valid names: \[.*'nifti', 'npy', "
+                       r"'npz', 'png', 'tiff'\]\. Received: 'mha'$"):
         read_image(path, format="mha")
 
 
