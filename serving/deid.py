@@ -127,11 +127,6 @@ ALLOWED_ATTRIBUTES: tuple[str, ...] = (
 )
 
 
-def is_profile_attribute(keyword: str) -> bool:
-    """Whether the Basic Profile removes or replaces the attribute named `keyword`."""
-    return keyword in PROFILE_KEYWORDS
-
-
 def check_allow(allow: Iterable[str] | None) -> tuple[str, ...]:
     """Validate a reader's `allow=` argument: DICOM keywords to copy into metadata beyond
     `ALLOWED_ATTRIBUTES`.

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 
 def assert_allclose(actual, desired, atol=1e-5, rtol=0.0, err_msg=""):
@@ -191,3 +192,15 @@ def changes_outside(before: dict, after: dict, outputs=()) -> list[str]:
     or under one of `outputs` (relative paths a command may write)."""
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     return [p for p in changed if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in outputs)]
+
+
+def assert_refused_in_one_line(call, error, prefix: str) -> str:
+    """`call()` raises `error` whose message is one line, starts with `prefix` and says what it
+    received; returns the message."""
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(prefix)
+    assert "Received: " in message
+    return message

@@ -48,10 +48,6 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
-def reader_names() -> list[str]:
-    return READERS.names()
-
-
 def format_of(path: str | os.PathLike) -> str:
     """The reader name for `path`: "dicom" for a folder, else chosen by the file-name ending.
 

@@ -221,11 +221,13 @@ def _valid_image(image) -> str | None:
     if not isinstance(image, Image):
         return f"not an Image: {type(image).__name__}"
     array = image.array
-    if array.ndim not in (2, 3) or array.size == 0:
+    if image.ndim not in (2, 3) or array.size == 0:
         return f"shape {array.shape}"
+    if image.channels > 1 and array.shape[-1] != image.channels:  # colour: channels last
+        return f"channels {image.channels} but shape {array.shape}"
     if array.dtype.kind not in "biuf" or not np.isfinite(array.astype(np.float64, copy=False)).all():
         return f"array not finite real numbers (dtype={array.dtype})"
-    if len(image.spacing) != array.ndim or not all(math.isfinite(s) and s > 0 for s in image.spacing):
+    if len(image.spacing) != image.ndim or not all(math.isfinite(s) and s > 0 for s in image.spacing):
         return f"spacing {image.spacing}"
     # A NaN origin or direction would pass into every physical coordinate (nodule centres in mm,
     # the affine of a written mask), so an Image that holds one is not a valid result either.

@@ -19,6 +19,7 @@ from serving.inference import predict_image
 from serving.io import read_image, read_raster, write_nifti
 from serving.io.registry import format_of
 from serving.preprocessing import PreprocessSpec
+from tests.helpers import assert_refused_in_one_line
 
 SAMPLES = ("grace_hopper.jpg", "logo2.png", "Minduka_Present_Blue_Pack.png")
 
@@ -132,12 +133,8 @@ def test_empty_truncated_or_foreign_files_give_one_line_naming_the_file(tmp_path
         path.write_bytes(data[: len(data) // 2])
     else:
         path.write_bytes(b"" if name.startswith("empty") else b"not an image\n")
-    with pytest.raises(DataError) as info:
-        read_image(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"`{path}` must be a complete PNG, JPEG or TIFF image")
-    assert "Received: " in message
+    assert_refused_in_one_line(lambda: read_image(path), DataError,
+                               f"`{path}` must be a complete PNG, JPEG or TIFF image")
 
 
 def test_missing_file_and_suffixes(tmp_path):

@@ -17,6 +17,7 @@ from serving.errors import DataError, DependencyError
 from serving.io import read_image, read_raster
 from serving.io.tiff import read_tiff
 from serving.preprocessing import PreprocessSpec, preprocess
+from tests.helpers import assert_refused_in_one_line
 
 
 def _ramp(shape, dtype, scale=1):
@@ -264,12 +265,8 @@ def test_empty_truncated_or_foreign_files_give_one_line_naming_the_file(tmp_path
     data = {"empty.tif": b"", "cut.tif": source.read_bytes()[:4000], "text.tiff": b"not an image\n",
             "header_only.tif": source.read_bytes()[:8]}[name]
     path.write_bytes(data)
-    with pytest.raises(DataError) as info:
-        read_image(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"`{path}` must be a complete TIFF image that tifffile can read. ")
-    assert "Received: " in message
+    assert_refused_in_one_line(lambda: read_image(path), DataError,
+                               f"`{path}` must be a complete TIFF image that tifffile can read. ")
     with pytest.raises(DataError, match="must be an existing TIFF file"):
         read_tiff(tmp_path / "gone.tif")
 
