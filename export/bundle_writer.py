@@ -30,9 +30,9 @@ from serving.bundle import MANIFEST_NAME
 from serving.errors import ConfigError
 from serving.ownership import check_writable_folder
 from serving.preprocessing import PreprocessSpec
+from serving.tasks import runtime_task
 
 DEFAULT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
-TASKS = ("segmentation", "classification", "detection")
 MANIFEST_VERSION = 1
 # POSIX root, home, UNC share or drive letter: what an absolute local path starts with.
 _ABSOLUTE = re.compile(r"(/|~|\\\\|[A-Za-z]:[\\/])")
@@ -107,7 +107,9 @@ def relative_location(path: str | os.PathLike, bundle_dir: str | os.PathLike) ->
     return Path(relative).as_posix()
 
 
-def _check_args(model, formats, class_names, postprocess) -> tuple[str, ...]:
+def _check_args(model, formats, task, class_names, postprocess) -> tuple[tuple[str, ...], dict, dict]:
+    """The formats in export order, the task's output spec (which checks the class names and the
+    post-processing) and the post-processing with the task's defaults filled in."""
     formats = tuple(formats)
     unknown = [f for f in formats if f not in EXPORTERS]
     if not formats or unknown or len(set(formats)) != len(formats):
@@ -115,31 +117,21 @@ def _check_args(model, formats, class_names, postprocess) -> tuple[str, ...]:
             f"`formats` must be distinct names from {sorted(EXPORTERS)}. "
             f"Received: formats={formats}"
         )
-    channels = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
-    allowed = (1, 2) if channels == 1 else (channels,)
-    if not all(isinstance(c, str) for c in class_names) or len(class_names) not in allowed:
-        raise ConfigError(
-            f"`class_names` must be {' or '.join(map(str, allowed))} strings for a model with "
-            f"{channels} output channel(s). Received: class_names={list(class_names)}"
-        )
+    if len(model.outputs) != 1:
+        raise ConfigError(f"The model must have one output. Received: {len(model.outputs)} outputs")
     threshold = postprocess.get("threshold", 0.5)
-    min_voxels = postprocess.get("min_component_voxels", 0)
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
         raise ConfigError(f"`postprocess['threshold']` must be in (0, 1). Received: {threshold!r}")
-    if not (isinstance(min_voxels, int) and min_voxels >= 0):
-        raise ConfigError(
-            "`postprocess['min_component_voxels']` must be an integer >= 0. "
-            f"Received: {min_voxels!r}"
-        )
+    runtime = runtime_task(task)
+    postprocess = {**runtime.postprocess_defaults, **postprocess}
+    output = runtime.output_spec(tuple(model.outputs[0].shape), class_names, postprocess)
     # tflite converts the saved_model written before it: keep the registry's order.
-    return tuple(f for f in EXPORTERS if f in formats)
+    return tuple(f for f in EXPORTERS if f in formats), output, postprocess
 
 
-def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, extra, fingerprint):
+def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, extra, fingerprint,
+              output):
     input_name, shape, output_name = model_io(model)
-    channels = model.outputs[0].shape[-1]
-    meaning = "sigmoid foreground probability" if channels == 1 else "softmax class probabilities"
-    known = ("threshold", "min_component_voxels")
     return {
         "manifest_version": MANIFEST_VERSION,
         "name": name,
@@ -147,24 +139,17 @@ def _manifest(model, *, name, task, class_names, spec, postprocess, artefacts, e
         "class_names": list(class_names),
         "input": {
             "name": input_name,
-            "layout": "NHWC",
+            "layout": "NDHWC" if len(shape) == 5 else "NHWC",
             "dtype": "float32",
             "shape": list(shape),
             "units": "HU",
             "preprocessing": spec.to_dict(),
             **({"fingerprint": dict(fingerprint)} if fingerprint is not None else {}),
         },
-        "output": {
-            "name": output_name,
-            "layout": "NHWC",
-            "dtype": "float32",
-            "shape": [None, None, None, channels],
-            "meaning": meaning,
-        },
+        "output": {"name": output_name, "dtype": "float32", **output},
         "postprocessing": {
+            **postprocess,
             "threshold": float(postprocess.get("threshold", 0.5)),
-            "min_component_voxels": int(postprocess.get("min_component_voxels", 0)),
-            **{k: v for k, v in postprocess.items() if k not in known},
         },
         "artefacts": artefacts,
         "versions": library_versions(),
@@ -231,7 +216,8 @@ def write_bundle(
         out_dir: bundle folder. An existing bundle (a folder holding `manifest.json`, or an
             empty folder) is replaced only after the new one is complete.
         name: bundle name recorded in the manifest.
-        task: "segmentation", "classification" or "detection".
+        task: a task registered in `serving.tasks.TASKS` ("segmentation", "classification"); it
+            gives the manifest's `output` section and checks `class_names` against the output.
         class_names: for C=1 the foreground name (optionally preceded by the background name);
             for C>1 one name per channel.
         preprocess_spec: the preprocessing the model was trained with.
@@ -252,9 +238,7 @@ def write_bundle(
             file or cannot be written.
     """
     out_dir = Path(out_dir)
-    formats = _check_args(model, formats, class_names, postprocess)
-    if task not in TASKS:
-        raise ConfigError(f"`task` must be one of {TASKS}. Received: task={task!r}")
+    formats, output, postprocess = _check_args(model, formats, task, class_names, postprocess)
     try:
         json.dumps(extra or {})
     except (TypeError, ValueError) as err:
@@ -287,6 +271,7 @@ def write_bundle(
             artefacts=artefacts,
             extra=extra,
             fingerprint=fingerprint,
+            output=output,
         )
         refuse_absolute_paths(manifest)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kerasmed.bench.machine import cpu_info, describe_cpu
 from kerasmed.config import Config, load_config
-from kerasmed.data.generate import dataset_params, generate_dataset, is_complete_dataset
+from kerasmed.data.generate import dataset_params, is_complete_dataset
 from serving.atomic import atomic_dir
 from serving.errors import ConfigError
 from serving.ownership import (
@@ -125,17 +125,17 @@ def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast"
     # TensorFlow only now, after the checks.
     from export.run_export import compare_bundle, export_run
     from kerasmed.evaluation.evaluate import evaluate
+    from kerasmed.tasks import training_task
     from kerasmed.training.trainer import train
 
     workdir = Path(workdir)
     t0 = time.monotonic()
     plan = prepare_demo(workdir, config_path, profile, overrides, overwrite)
     config, run_dir = plan.config, plan.config.run_dir()
-    s = config.synthetic
     _step("generating synthetic lung CT", t0)
-    generate_dataset(config.data.root, num_cases=s.num_cases, seed=s.seed, shape=s.shape,
-                     split_fractions=s.split_fractions, progress=progress,
-                     overwrite=plan.replace_data, created_by=DEMO)
+    task = training_task(config.task)
+    task.generate(config, config.data.root, progress=progress, overwrite=plan.replace_data,
+                  created_by=DEMO)
     _step(f"training ({profile} profile)", t0)
     run_dir.mkdir(parents=True, exist_ok=True)
     if read_marker(run_dir) is None and not user_entries(run_dir):
@@ -150,8 +150,7 @@ def run_demo(workdir: str | Path, config_path: str | Path, profile: str = "fast"
     machine = cpu_info()
     report = _write_report(workdir / "report", run_dir, bundle, ev, train_summary, result, t0, machine)
     print()
-    print(f"model mean Dice (val, {ev['cases']} cases): {ev['mean_dice']:.3f}   "
-          f"HU-threshold baseline: {ev['baseline_mean_dice']:.3f}")
+    print(task.headline(ev))
     print(demo_table(result, bundle))
     print(f"parity: {'PASS' if result.passed else 'FAIL'}   total {time.monotonic() - t0:.0f} s   "
           f"on {describe_cpu(machine)}")
@@ -165,12 +164,15 @@ def _size_mb(path: Path) -> float:
 
 
 def demo_table(result, bundle: Path) -> str:
-    """One row per artefact: size, max abs error against Keras, Dice agreement, verdict."""
-    rows = [("artefact", "size MB", "max abs err", "tolerance", "Dice agreement", "result")]
+    """One row per artefact: size, max abs error against Keras, the task's first agreement figure
+    (segmentation: mean Dice agreement), verdict."""
+    first = next(iter(result.artefacts.values()))
+    agreement = next(iter(first.task_columns), "agreement")
+    rows = [("artefact", "size MB", "max abs err", "tolerance", agreement, "result")]
     for key, a in result.artefacts.items():
         rows.append((key, f"{_size_mb(bundle / a.file):.2f}", f"{a.max_abs_error:.2e}",
                      f"{a.tolerances.max_abs:g}" if a.tolerances.max_abs is not None else "-",
-                     f"{a.mean_dice_agreement:.5f}", "pass" if a.passed else "FAIL"))
+                     a.task_columns.get(agreement, "-"), "pass" if a.passed else "FAIL"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 

@@ -1,22 +1,24 @@
 """The parity engine: run every artefact of a bundle on validation cases and compare it to Keras.
 
-For each case the raw image is preprocessed with the bundle's spec and its slices are stacked into
-model inputs, once; then every runner (Keras reference first) predicts all slices from those same
-inputs, and a runner's `runtime_s` times its own calls only. Per artefact it gathers element-wise
-errors on the probabilities, NaN/Inf counts, and task-level agreement (Dice between the artefact's
-mask and the Keras mask), and checks them against `DEFAULT_TOLERANCES` (DESIGN.md, "Defaults that
-the whole project shares"), which every call can override.
+For each case the bundle's task (`serving.tasks`) turns the raw image into model inputs, once
+(preprocessed with the bundle's spec; slice stacks for segmentation); then every runner (Keras
+reference first) runs on those same inputs, and a runner's `runtime_s` times its own calls only.
+Per artefact it gathers element-wise errors on the probabilities, NaN/Inf counts, and the task's
+agreement (segmentation: Dice between the artefact's mask and the Keras mask; classification:
+label agreement, decision flips, AUC difference), and checks them against `DEFAULT_TOLERANCES`
+(DESIGN.md, "Defaults that the whole project shares"), which every call can override.
 
 Two guards keep a verdict honest:
-- Dice agreement is 1.0 when both masks are empty, so an untrained model that predicts nothing
-  would "agree" perfectly. The result counts the golden cases whose Keras mask has foreground and
-  fails when fewer than `min_foreground_cases` (default 1) do.
+- Agreement on cases without a finding is cheap (two empty masks have Dice 1.0), so an untrained
+  model that predicts nothing would "agree" perfectly. The result counts the golden cases whose
+  Keras output holds a finding (`RuntimeTask.informative`: mask foreground, a positive label)
+  and fails when fewer than `min_foreground_cases` (default 1) do.
 - On Ampere+ GPUs, TensorFlow and onnxruntime's CUDA provider run float32 convolutions in TF32
   by default. Parity runs with TF32 off (in TensorFlow for the Keras reference and SavedModel, in
   the ONNX runners' CUDA options) unless asked otherwise, and records every runner's provider and
   precision mode.
 
-Case ids stay in memory (`ParityResult.cases`, `dice_agreement` keys): a manifest's case id may be
+Case ids stay in memory (`ParityResult.cases`, `agreement` keys): a manifest's case id may be
 a patient ID, and the report is written inside the bundle that ships to devices. `to_dict()`, what
 the report files and the manifest record, names cases by position instead (`#0`, `#1`...: the
 order parity read them, which for `kerasmed compare` is the split's rows in manifest order);
@@ -46,7 +48,6 @@ from export.parity_result import (  # noqa: F401 - re-exported: the engine's res
     VACUOUS_MESSAGE,
     ArtefactParity,
     ParityResult,
-    dice_agreement,
 )
 
 # Re-exported: callers and reports import tolerances from the parity engine.
@@ -59,10 +60,8 @@ from export.tolerances import (  # noqa: E402,F401
 )
 from serving.bundle import Bundle, load_bundle
 from serving.errors import ConfigError, ParityError
-from serving.image import Image
-from serving.inference import input_context, predict_batches, probs_to_mask, slice_batches
-from serving.preprocessing import preprocess
 from serving.runners.saved_model_runner import tensorflow_precision
+from serving.tasks import runtime_task
 
 
 class _Reservoir:
@@ -98,23 +97,23 @@ class _Reservoir:
 
 
 class _Accumulator:
-    """Running statistics of one artefact against the reference."""
+    """Running statistics of one artefact against the reference: element-wise errors here, the
+    task-level agreement in the task's `Agreement`."""
 
-    def __init__(self, sample_size: int, rng: np.random.Generator):
+    def __init__(self, sample_size: int, rng: np.random.Generator, agreement):
         self.max_abs, self.sum_abs, self.count, self.nan, self.inf = 0.0, 0.0, 0, 0, 0
-        self.dice: dict[str, float] = {}
-        self.identical, self.runtime = True, 0.0
+        self.agreement = agreement
+        self.runtime = 0.0
         self.shape_mismatches: dict[str, str] = {}
         self.reservoir = _Reservoir(sample_size, rng)
 
-    def add(self, case_id, reference, mask_ref, probs, threshold) -> None:
-        if probs.shape != reference.shape:
-            self.shape_mismatches[case_id] = f"{probs.shape} != {reference.shape}"
-            self.identical = False
-            self.dice[case_id] = 0.0
+    def add(self, case_id, reference, output, truth) -> None:
+        self.agreement.add(case_id, reference, output, truth)
+        if output.shape != reference.shape:
+            self.shape_mismatches[case_id] = f"{output.shape} != {reference.shape}"
             return
-        # |probs - reference| in float64, computed in place to spare two 8-byte temporaries.
-        err = probs.astype(np.float64)
+        # |output - reference| in float64, computed in place to spare two 8-byte temporaries.
+        err = output.astype(np.float64)
         err -= reference
         np.abs(err, out=err)
         finite = np.isfinite(err)
@@ -122,18 +121,14 @@ class _Accumulator:
             self.max_abs = max(self.max_abs, float(err.max()))
             self.sum_abs += float(err.sum())
             self.count += err.size
-            mask = probs_to_mask(probs, threshold)
         else:
-            self.nan += int(np.count_nonzero(np.isnan(probs)))
-            self.inf += int(np.count_nonzero(np.isinf(probs)))
+            self.nan += int(np.count_nonzero(np.isnan(output)))
+            self.inf += int(np.count_nonzero(np.isinf(output)))
             if finite.any():
                 self.max_abs = max(self.max_abs, float(err[finite].max()))
                 self.sum_abs += float(err[finite].sum())
                 self.count += int(np.count_nonzero(finite))
-            mask = probs_to_mask(np.nan_to_num(probs, nan=0.0), threshold)
-        self.identical = self.identical and bool(np.array_equal(mask, mask_ref))
-        self.dice[case_id] = dice_agreement(mask, mask_ref, reference.shape[-1])
-        self.reservoir.add(reference, probs)
+        self.reservoir.add(reference, output)
 
     @property
     def min_passing_defined(self) -> bool:
@@ -141,15 +136,11 @@ class _Accumulator:
         return self.count > 0 and self.nan + self.inf == 0 and not self.shape_mismatches
 
     def finish(self, entry, tolerances: Tolerances, provider: str) -> ArtefactParity:
-        dices = list(self.dice.values())
-        mean_dice = float(np.mean(dices)) if dices else 0.0
         checks = {"finite": self.nan + self.inf == 0, "shape": not self.shape_mismatches}
         if tolerances.max_abs is not None:
             checks["max_abs"] = self.max_abs <= tolerances.max_abs
-        if tolerances.min_dice_agreement is not None:
-            checks["dice_agreement"] = mean_dice >= tolerances.min_dice_agreement
-        if tolerances.identical_masks:
-            checks["identical_masks"] = self.identical
+        task_checks = self.agreement.checks(tolerances)
+        checks.update(task_checks)
         return ArtefactParity(
             key=entry.get("key", entry["format"]),
             format=entry["format"],
@@ -164,10 +155,11 @@ class _Accumulator:
             min_passing_max_abs=self.max_abs if self.min_passing_defined else None,
             nan_count=self.nan,
             inf_count=self.inf,
-            dice_agreement=dict(self.dice),
-            mean_dice_agreement=mean_dice,
-            min_dice_agreement=float(min(dices)) if dices else 0.0,
-            masks_identical=self.identical,
+            agreement=dict(self.agreement.per_case),
+            task_summary=self.agreement.summary(),
+            task_columns=self.agreement.columns(tolerances),
+            task_messages={name: self.agreement.describe(name, tolerances)
+                           for name, ok in task_checks.items() if not ok},
             shape_mismatches=dict(self.shape_mismatches),
             checks=checks,
             runtime_s=self.runtime,
@@ -193,34 +185,14 @@ def tensorflow_tf32(enabled: bool) -> Iterator[None]:
         tf.config.experimental.enable_tensor_float_32_execution(previous)
 
 
-class _CaseInputs:
-    """The model inputs of one case, stacked once and shared by every runner.
-
-    Runners of one bundle take the same number of slices per stack, so the batches are built
-    once per case (per distinct context) instead of once per runner, and a runner's timing
-    covers its own calls only.
-    """
-
-    def __init__(self, volume: np.ndarray, batch_size: int):
-        self.volume, self.batch_size = volume, batch_size
-        self._batches: dict[int, list[np.ndarray]] = {}
-
-    def batches(self, runner) -> list[np.ndarray]:
-        context = input_context(runner)
-        if context not in self._batches:
-            self._batches[context] = list(slice_batches(self.volume, context, self.batch_size))
-        return self._batches[context]
-
-
-def _timed_predict(runner, inputs: _CaseInputs) -> tuple[np.ndarray, float]:
-    batches = inputs.batches(runner)
+def _timed_run(task, runner, inputs) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
-    return predict_batches(runner, batches), time.perf_counter() - start
+    return task.run(runner, inputs), time.perf_counter() - start
 
 
 def run_parity(
     bundle: Bundle | str | os.PathLike,
-    cases: Iterable[tuple[str, Image]],
+    cases: Iterable[tuple],
     tolerances: Overrides | None = None,
     formats: Iterable[str] | None = None,
     batch_size: int = 8,
@@ -235,7 +207,9 @@ def run_parity(
 
     Args:
         bundle: a loaded `Bundle` or its folder (loaded and sha256-verified here).
-        cases: `(case_id, image)` pairs; `image` is a raw (HU) `Image`, array `(Z, Y, X)`.
+        cases: `(case_id, image)` or `(case_id, image, truth)` tuples; `image` is a raw (HU)
+            `Image`; `truth` is the task's ground truth (classification: the label vector, which
+            gives the AUC difference), or None.
         tolerances: one `Tolerances` for all artefacts, or overrides by artefact key or kind
             (see `DEFAULT_TOLERANCES`): a `Tolerances` replaces the default, a dict replaces
             only the fields it names.
@@ -278,9 +252,9 @@ def run_parity(
         )
     entries = {k: bundle.artefact(k) for k in keys}
     resolved = {k: resolve_tolerances(e, tolerances) for k, e in entries.items()}
-    spec, threshold = bundle.preprocess_spec, bundle.threshold
+    task = runtime_task(bundle.task)
     rng = np.random.default_rng(seed)
-    stats = {k: _Accumulator(sample_size, rng) for k in keys}
+    stats = {k: _Accumulator(sample_size, rng, task.agreement(bundle)) for k in keys}
     case_ids: list[str] = []
     foreground: list[str] = []
     reference_runtime = 0.0
@@ -292,32 +266,30 @@ def run_parity(
         # Read inside the block: a TensorFlow runner reports the mode in force when asked.
         providers = {k: r.provider for k, r in runners.items()}
         reference_provider = f"{reference.provider}, {tensorflow_precision(tf)}"
-        for case_id, image in tqdm(cases, desc="parity", unit="case", disable=not progress):
-            case_id = str(case_id)
-            image.require_grey(f"Parity (case {case_id!r})")
-            volume, _ = preprocess(image, spec)
-            inputs = _CaseInputs(volume, batch_size)
-            expected, seconds = _timed_predict(reference, inputs)
+        for case in tqdm(cases, desc="parity", unit="case", disable=not progress):
+            case_id, image, truth = str(case[0]), case[1], (case[2] if len(case) > 2 else None)
+            inputs = task.inputs(image, bundle, batch_size)
+            expected, seconds = _timed_run(task, reference, inputs)
             reference_runtime += seconds
             if not np.all(np.isfinite(expected)):
                 raise ParityError(
                     "The Keras reference must produce finite probabilities. Received: case "
                     f"{case_id!r} with {int((~np.isfinite(expected)).sum())} NaN/Inf"
                 )
-            expected, mask_ref = expected.astype(np.float64), probs_to_mask(expected, threshold)
-            if mask_ref.any():  # label 0 is background for C=1 (p < threshold) and C>1 (argmax)
+            if task.informative(expected, bundle):
                 foreground.append(case_id)
+            expected = expected.astype(np.float64)
             for key, runner in runners.items():
-                probs, seconds = _timed_predict(runner, inputs)
+                output, seconds = _timed_run(task, runner, inputs)
                 stats[key].runtime += seconds
-                stats[key].add(case_id, expected, mask_ref, probs, threshold)
+                stats[key].add(case_id, expected, output, truth)
             case_ids.append(case_id)
     if not case_ids:
         raise ConfigError("`cases` must hold at least one (case_id, Image). Received: no cases")
     return ParityResult(
         bundle_path=bundle.path,
         cases=case_ids,
-        threshold=threshold,
+        threshold=bundle.threshold,
         reference_runtime_s=reference_runtime,
         artefacts={k: stats[k].finish(entries[k], resolved[k], providers[k]) for k in keys},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

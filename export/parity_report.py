@@ -52,10 +52,11 @@ def _fmt(value: float | None, spec: str = ".2e") -> str:
 
 
 def _rows(result: ParityResult) -> tuple[list[str], list[list[str]]]:
+    # The task's own columns (`Agreement.columns`) sit between the errors and the runtime.
+    task_headers = list(next(iter(result.artefacts.values())).task_columns) if result.artefacts else []
     header = [
         "artefact", "kind", "provider", "max abs", "max abs tol.", "min passing tol.", "mean abs",
-        "NaN/Inf", "mean Dice agr.", "worst Dice agr.", "Dice tol.", "masks identical",
-        "runtime (s)", "x Keras", "failed", "verdict",
+        "NaN/Inf", *task_headers, "runtime (s)", "x Keras", "failed", "verdict",
     ]
     ref = result.reference_runtime_s
     rows = []
@@ -65,9 +66,7 @@ def _rows(result: ParityResult) -> tuple[list[str], list[list[str]]]:
             a.key, a.kind, a.provider, _fmt(a.max_abs_error), _fmt(t.max_abs, "g"),
             _fmt(a.min_passing_max_abs) if a.min_passing_max_abs is not None else "none",
             _fmt(a.mean_abs_error), f"{a.nan_count}/{a.inf_count}",
-            f"{a.mean_dice_agreement:.5f}", f"{a.min_dice_agreement:.5f}",
-            _fmt(t.min_dice_agreement, "g"),
-            f"{a.masks_identical}{' (required)' if t.identical_masks else ''}",
+            *(a.task_columns.get(h, "-") for h in task_headers),
             f"{a.runtime_s:.3f}", f"{a.runtime_s / ref:.2f}" if ref > 0 else "n/a",
             ", ".join(a.failed_checks) or "-", "pass" if a.passed else "FAIL",
         ])

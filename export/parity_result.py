@@ -1,5 +1,6 @@
-"""What parity found: per-artefact errors and agreement (`ArtefactParity`), the whole bundle's verdict
-(`ParityResult`), and the task-level `dice_agreement`. `export.parity.run_parity` builds them.
+"""What parity found: per-artefact errors and agreement (`ArtefactParity`) and the whole bundle's verdict
+(`ParityResult`). `export.parity.run_parity` builds them; the task-level figures come from the
+bundle's task (`serving.tasks`, `RuntimeTask.agreement`).
 
 Case ids stay in memory (`ParityResult.cases`): a manifest's case id may be a patient ID, and the
 report is written inside the bundle that ships to devices, so `to_dict()` names cases by position
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from export.tolerances import Tolerances
-from serving.metrics import mean_dice
 
 REFERENCE = "keras"
 # Key of the result-level criteria (about the golden cases, not one artefact) in `failures`.
@@ -26,32 +26,22 @@ VACUOUS_MESSAGE = (
 )
 
 
-def dice_agreement(mask_a: np.ndarray, mask_b: np.ndarray, num_classes: int) -> float:
-    """Mean Dice between two label maps over the foreground classes present in either.
-
-    Args:
-        mask_a, mask_b: integer label maps of the same shape, e.g. `(Z, H, W)`.
-        num_classes: output channels C; foreground classes are `{1}` for C=1, `1..C-1` otherwise.
-
-    Returns:
-        Dice in [0, 1]; 1.0 when both masks are empty.
-    """
-    return mean_dice(mask_a, mask_b, [1] if num_classes == 1 else range(1, num_classes))
-
-
 @dataclasses.dataclass
 class ArtefactParity:
     """Parity of one artefact against Keras, over all cases.
 
     `sample` is `(n, 2)` float32: a uniform reservoir sample of (keras prob, artefact prob) pairs
     over every output element of every case, for plotting. `checks` maps each gated criterion
-    ("finite", "shape", "max_abs", "dice_agreement", "identical_masks") to pass/fail.
+    ("finite", "shape", "max_abs", and the task's, e.g. "dice_agreement", "identical_masks" for
+    segmentation, "label_agreement" for classification) to pass/fail.
 
     `min_passing_max_abs` is the smallest `max_abs` tolerance that would pass, i.e. the observed
     max abs error (as Polygraphy reports it), independent of the tolerance used; None when no
     tolerance would pass (NaN/Inf outputs or a shape mismatch). `provider` names the runtime and
-    its precision mode (`Runner.provider`). `dice_agreement` and `shape_mismatches` are keyed by
-    case id.
+    its precision mode (`Runner.provider`). `agreement` (the task's per-case figure: Dice of the
+    masks, 1/0 for equal labels) and `shape_mismatches` are keyed by case id; `task_summary` holds
+    the task's figures over all cases (e.g. `mean_dice_agreement`), `task_columns` their report
+    cells and `task_messages` the sentence of each failed task check.
     """
 
     key: str
@@ -67,10 +57,10 @@ class ArtefactParity:
     min_passing_max_abs: float | None
     nan_count: int
     inf_count: int
-    dice_agreement: dict[str, float]
-    mean_dice_agreement: float
-    min_dice_agreement: float
-    masks_identical: bool
+    agreement: dict[str, float]
+    task_summary: dict[str, Any]
+    task_columns: dict[str, str]
+    task_messages: dict[str, str]
     shape_mismatches: dict[str, str]
     checks: dict[str, bool]
     runtime_s: float
@@ -103,22 +93,19 @@ class ArtefactParity:
                 detail = f"output shape differs from Keras ({shapes})"
             elif name == "max_abs":
                 detail = f"max abs error {self.max_abs_error:.3g} > tolerance {t.max_abs:g}"
-            elif name == "dice_agreement":
-                detail = (
-                    f"mean Dice agreement {self.mean_dice_agreement:.5f} < tolerance "
-                    f"{t.min_dice_agreement:g}"
-                )
             else:
-                detail = "masks differ from the Keras masks, which must be identical"
+                detail = self.task_messages[name]
             out.append(f"{self.key}: {detail}")
         return out
 
     def to_dict(self, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         """JSON-ready fields, without `sample`; cases named by `labels[case_id]` when given."""
         labels = labels or {}
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sample"}
+        skip = ("sample", "task_columns", "task_messages")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         d.update(tolerances=self.tolerances.to_dict(), passed=self.passed)
-        d["dice_agreement"] = {labels.get(c, c): v for c, v in self.dice_agreement.items()}
+        d["agreement"] = {labels.get(c, c): v for c, v in self.agreement.items()}
+        d.update(self.task_summary)  # top-level keys of the report, e.g. `mean_dice_agreement`
         d["shape_mismatches"] = {labels.get(c, c): v for c, v in self.shape_mismatches.items()}
         return {**d, "failed_checks": self.failed_checks, "messages": self.describe(labels)}
 

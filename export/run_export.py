@@ -21,9 +21,10 @@ import kerasmed.layers.hu_window  # noqa: F401 - registers HUWindow for load_mod
 from export.bundle_writer import relative_location, write_bundle
 from export.parity import ParityResult, Tolerances, run_parity
 from export.parity_report import write_parity_report
-from kerasmed.config import DataConfig, config_from_dict
+from kerasmed.config import Config, config_from_dict
 from kerasmed.data.manifest import read_manifest, split_cases
 from kerasmed.run import check_keras_archive, load_run, read_json
+from kerasmed.tasks import training_task
 from serving.bundle import load_bundle
 from serving.errors import ConfigError, DataError
 from serving.io import read_image
@@ -85,18 +86,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=N
     `input.fingerprint`.
     """
     run_dir, config = load_run(run_dir)
+    task = training_task(config.task)
     model = load_run_model(run_dir / "model.keras")
     kwargs = {"formats": tuple(formats)} if formats else {}
     bundle_dir = Path(out_dir) if out_dir else run_dir / "bundle"
     manifest = config.data.manifest
     return write_bundle(
-        model,
+        task.export_model(model, config, run_dir),
         bundle_dir,
         name=config.name,
-        task="segmentation",
-        class_names=list(config.model.class_names),
+        task=config.task,
+        **task.export_arguments(config, run_dir),
         preprocess_spec=config.preprocessing.spec(),
-        postprocess={"threshold": config.evaluation.threshold, "min_component_voxels": 0},
         extra={
             "data_root": relative_location(config.data.root, bundle_dir),
             "manifest": None if Path(manifest).is_absolute() else manifest,
@@ -111,18 +112,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, formats=N
     )
 
 
-def _recorded_data_config(bundle_dir: str | Path, extra: dict) -> DataConfig:
-    """The run's manifest format, column names, split rule and reader options, as the bundle's
-    config records them.
+def _recorded_config(bundle_dir: str | Path, extra: dict, task: str) -> Config:
+    """The parts of the run's config that reading its validation cases needs: the task, the
+    model's class names, and the data section's manifest format, column names, split rule and
+    reader options, as the bundle's config records them.
 
     Raises:
-        ConfigError: if the recorded `data` section is not a valid one.
+        ConfigError: if the recorded sections are not valid ones.
     """
     config = extra.get("config")
-    data = config.get("data") if isinstance(config, dict) else None
-    data = data if isinstance(data, dict) else {}
+    config = config if isinstance(config, dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
     keep = {k: v for k, v in data.items() if k in ("format", "columns", "split", "read")}
-    return config_from_dict({"data": keep}, source=f"The config recorded in bundle {bundle_dir}").data
+    raw = {"task": task, "data": keep,
+           **({"model": {k: model[k] for k in ("class_names", "num_classes") if k in model}}
+              if "class_names" in model else {})}
+    return config_from_dict(raw, source=f"The config recorded in bundle {bundle_dir}")
 
 
 def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str = "manifest.csv") -> Path:
@@ -194,9 +200,11 @@ def compare_bundle(
     split = split or extra.get("validation_split", "val")
     root = data_root or recorded_data_root(bundle, bundle_dir, manifest)
     # The split's rows are read once: they give the cases checked and the split's size (the scope).
-    data = _recorded_data_config(bundle_dir, extra)
+    config = _recorded_config(bundle_dir, extra, bundle.task)
+    data = config.data
     rows = split_cases(read_manifest(root, manifest, data), split)
-    cases = [(r.case_id, read_image(r.image_path, options=data.read))
+    task = training_task(bundle.task)
+    cases = [(r.case_id, read_image(r.image_path, options=data.read), task.parity_truth(r, config))
              for r in (rows.head(max_cases) if max_cases else rows).itertuples()]
     result = run_parity(
         bundle, cases, tolerances=tolerances, formats=formats, progress=progress,

@@ -60,14 +60,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
 
 def _generate(args) -> int:
     from kerasmed.config import load_config
-    from kerasmed.data.generate import generate_dataset
+    from kerasmed.tasks import training_task
 
     config = load_config(args.config, args.overrides)
-    s = config.synthetic
-    manifest = generate_dataset(
-        args.output or config.data.root, num_cases=s.num_cases, seed=s.seed, shape=s.shape,
-        split_fractions=s.split_fractions, progress=not args.quiet, overwrite=args.overwrite,
-    )
+    manifest = training_task(config.task).generate(
+        config, args.output or config.data.root, progress=not args.quiet, overwrite=args.overwrite)
     print(f"dataset: {manifest}")
     return 0
 
@@ -141,14 +138,10 @@ def _evaluate(args) -> int:
     load_run(args.run_dir)
     import_tensorflow()
     from kerasmed.evaluation.evaluate import evaluate
+    from kerasmed.tasks import training_task
 
     s = evaluate(args.run_dir, split=args.split, progress=not args.quiet)
-    print(f"{s['split']} cases: {s['cases']}  model mean Dice {s['mean_dice']:.3f}  "
-          f"baseline mean Dice {_score(s['baseline_mean_dice'])}  -> {args.run_dir}/eval")
-
-
-def _score(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    print(f"{training_task(s['task']).headline(s)}  -> {args.run_dir}/eval")
 
 
 def _check_data(args) -> int:
@@ -232,7 +225,7 @@ def register_builtin(sub) -> None:
     p.add_argument("--output", help="report folder (default: <data.root>/check)")
     p.set_defaults(func=_check_data)
 
-    p = sub.add_parser("evaluate", help="per-case Dice of a run (and the HU baseline) with plots",
+    p = sub.add_parser("evaluate", help="score a run on a split with its task's metrics, baseline and plots",
                        description="Score a trained run on whole cases in the source geometry; "
                        "writes eval/metrics.csv, summary.json and PNG plots.")
     p.add_argument("run_dir", help="a finished training run folder")

@@ -19,24 +19,13 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, Field, PositiveInt
 
+from kerasmed.config_sections import ClassificationConfig, _RuleError, _Section
 from serving.atomic import atomic_write_text
 from serving.errors import ConfigError
 from serving.io.registry import check_read_options
 from serving.preprocessing import PreprocessSpec
-
-
-class _RuleError(ValueError):
-    """A broken rule over one or more keys whose message is the whole error, naming every key
-    and what was received (raised inside validators; pydantic wraps it)."""
-
-
-class _Section(BaseModel):
-    # No float in an experiment has a use for NaN or +-inf (YAML `.nan`, `.inf`): a NaN pad value
-    # or HU window trains and predicts NaN without an error, and `gt=0` lets `.inf` through.
-    # One setting for every float field of every section, tuple entries included.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _split_fractions(v: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -63,6 +52,8 @@ class ColumnsConfig(_Section):
     image: str = "image_path"
     mask: str | None = "mask_path"
     label: str | None = None
+    findings: tuple[str, ...] | None = Field(
+        None, description="Multi-label: one 0/1 column per finding (its name is the class name).")
     split: str | None = "split"
     patient_id: str | None = "patient_id"
 
@@ -107,6 +98,8 @@ class SyntheticConfig(_Section):
     seed: int = 0
     shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (48, 256, 256)
     split_fractions: SplitFractions = (0.7, 0.2, 0.1)  # the rule of `generate.split_counts`
+    patches_per_case: PositiveInt = Field(40, description="Classification: patches cut from "
+                                          "each synthetic volume.")
 
 
 
@@ -192,6 +185,11 @@ _HU_WINDOW_RULE = "must be [low, high] in HU with low < high (a window of positi
 
 class ModelConfig(_Section):
     name: str = "unet2d"
+    spatial_dims: Literal[2, 3] = Field(2, description="3: volumes in, for 3D classifiers.")
+    backbone: str | None = Field(None, description="keras.applications backbone (`transfer`).")
+    weights: str | None = Field(None, description="Local weights file of the backbone; nothing "
+                                "downloads.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     context_slices: PositiveInt = Field(
         1, description="Odd number of neighbouring slices as channels (2.5D)."
     )
@@ -267,6 +265,8 @@ class EvaluationConfig(_Section):
 
 
 class Config(_Section):
+    task: str = Field("segmentation", description="What the model is for: a task registered in "
+                      "kerasmed.tasks (segmentation, classification).")
     name: str = "experiment"
     seed: int = 0
     output_dir: str = "runs"
@@ -278,24 +278,26 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    classification: ClassificationConfig = ClassificationConfig()
+
+    @pydantic.field_validator("task")
+    @classmethod
+    def _known_task(cls, v):
+        from kerasmed.tasks import TRAINING_TASKS
+
+        if v not in TRAINING_TASKS:
+            raise ValueError(f"must be one of {TRAINING_TASKS.names()}")
+        return v
 
     @pydantic.model_validator(mode="after")
-    def _fits_the_model(self):
-        # The U-Net halves each side `depth` times and doubles it back, then joins the skip
-        # connections: any other side length fails inside TensorFlow at the first concat.
-        multiple = 2**self.model.depth
-        patch, size = list(self.sampling.patch_size), list(self.preprocessing.size)
-        if any(p % multiple for p in patch):
-            raise _RuleError(
-                f"config key `sampling.patch_size` must hold multiples of 2**model.depth = {multiple}. "
-                f"Received: sampling.patch_size={patch}, model.depth={self.model.depth}"
-            )
-        if any(s is not None and s % multiple for s in size[1:]):
-            raise _RuleError(
-                f"config key `preprocessing.size` must hold null or multiples of 2**model.depth = "
-                f"{multiple} for y and x. Received: preprocessing.size={size}, "
-                f"model.depth={self.model.depth}"
-            )
+    def _fits_the_task(self):
+        # Rules over several keys that depend on the task (e.g. a U-Net's patch size and depth).
+        from kerasmed.tasks import training_task
+
+        try:
+            training_task(self.task).check_config(self)
+        except ConfigError as err:
+            raise _RuleError(str(err)) from err
         return self
 
     def check_slice_shape(self, shape: tuple[int, ...], source: str) -> None:

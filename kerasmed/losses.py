@@ -1,11 +1,11 @@
-"""Segmentation losses: soft Dice + cross-entropy, serialisable, with a name registry."""
+"""Losses and metrics kerasmed registers: soft Dice + cross-entropy, Dice score, specificity."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from serving.errors import ConfigError
+from serving.registry import Registry
 
 
 @keras.saving.register_keras_serializable(package="kerasmed")
@@ -85,10 +85,42 @@ class DiceScore(keras.metrics.Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
-LOSSES = {"dice_ce": DiceCELoss}
+@keras.saving.register_keras_serializable(package="kerasmed")
+class Specificity(keras.metrics.Metric):
+    """True-negative rate TN / (TN + FP) of thresholded sigmoid outputs (every output of a
+    multi-label model counts as one decision), accumulated over an epoch. Keras has sensitivity
+    (`Recall`) but no plain specificity at a threshold."""
+
+    def __init__(self, threshold=0.5, name="specificity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = float(threshold)
+        self.true_negatives = self.add_variable(shape=(), initializer="zeros", name="tn")
+        self.negatives = self.add_variable(shape=(), initializer="zeros", name="negatives")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        negative = ops.cast(ops.cast(y_true, "float32") < 0.5, "float32")
+        below = ops.cast(ops.cast(y_pred, "float32") < self.threshold, "float32")
+        self.true_negatives.assign_add(ops.sum(negative * below))
+        self.negatives.assign_add(ops.sum(negative))
+
+    def result(self):
+        return ops.where(self.negatives > 0, self.true_negatives / ops.maximum(self.negatives, 1.0), 0.0)
+
+    def reset_state(self):
+        self.true_negatives.assign(0.0)
+        self.negatives.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+LOSSES = Registry("loss", {"dice_ce": DiceCELoss})
 
 
 def get_loss(name: str, **kwargs) -> keras.losses.Loss:
-    if name not in LOSSES:
-        raise ConfigError(f"Unknown loss `{name}`; valid names: {sorted(LOSSES)}. Received: {name!r}")
-    return LOSSES[name](**kwargs)
+    """The loss registered as `name`, built with `kwargs`.
+
+    Raises:
+        ConfigError: for an unknown name, listing the valid ones.
+    """
+    return LOSSES.lookup(name)(**kwargs)

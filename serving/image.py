@@ -187,6 +187,22 @@ class Image:
             changes["channels"] = 1
         return dataclasses.replace(self, array=array, **changes)
 
+    def as_volume(self) -> Image:
+        """A 2D image as a one-slice volume `(1, y, x[, C])`; a volume unchanged.
+
+        The new axis 0 runs along +S with a nominal 1 mm spacing, and the 2D plane keeps its
+        (L, P) direction and origin, so a 2D image goes through the same 3-axis preprocessing,
+        cache and slice models as a CT series.
+        """
+        if self.ndim == 3:
+            return self
+        d = self.direction
+        direction = np.array([[0.0, d[0, 0], d[0, 1]], [0.0, d[1, 0], d[1, 1]], [1.0, 0.0, 0.0]])
+        return dataclasses.replace(
+            self, array=self.array[None], spacing=(1.0, *self.spacing),
+            origin=(*self.origin, 0.0), direction=direction,
+        )
+
     def reoriented(self) -> Image:
         """The same voxels with array axes permuted and flipped to the closest axial order.
 

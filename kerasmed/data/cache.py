@@ -3,7 +3,8 @@
 Layout under the cache root (`data.cache_dir`, default `<data.root>/cache`)::
 
     <spec_key>/                    one preprocessing spec: `.kerasmed` marker, `spec.json`, `.lock`
-        cases/<case_key>/          one case: image.npy (Z, H, W) float32, mask.npy uint8, meta.json
+        cases/<case_key>/          one case: image.npy (Z, H, W) float32, mask.npy uint8 (when the
+                                   manifest has masks), meta.json
         manifests/<manifest_key>/  index.csv of one manifest's cases: what `build_cache` returns
 
 `spec_key` hashes `spec.to_dict()`, which records the preprocessing code's version too, so a
@@ -60,7 +61,7 @@ from serving.ownership import MARKER, read_marker, write_marker
 from serving.preprocessing import PreprocessSpec, preprocess
 
 CACHE = "preprocessed cache"  # the kind in the spec folder's `.kerasmed` marker
-CASE_FILES = ("image.npy", "mask.npy", "meta.json")
+CASE_FILES = ("image.npy", "mask.npy", "meta.json")  # mask.npy only for a case with a mask
 META_KEYS = ("case_id", "source_shape", "source_spacing", "output_shape", "positive_slices",
              "foreground_voxels")
 _CASE_NAME = re.compile(r"[0-9a-f]{24}")
@@ -74,7 +75,7 @@ class CachedCase:
     case_id: str
     split: str
     image: np.ndarray  # (Z, H, W) float32 HU, memory-mapped
-    mask: np.ndarray  # (Z, H, W) uint8, memory-mapped
+    mask: np.ndarray | None  # (Z, H, W) uint8, memory-mapped; None for a case without a mask
     meta: dict = field(default_factory=dict)  # the case's meta.json (see `build_case`)
 
 
@@ -132,12 +133,18 @@ def case_key(case_id: str, image_path: str | Path, mask_path: str | Path) -> str
     enter by size and mtime_ns, so a file replaced in place gives a new key.
     """
     return _digest([str(case_id), str(image_path), str(mask_path),
-                    file_identity(image_path), file_identity(mask_path)], 24)
+                    file_identity(image_path), file_identity(mask_path) if mask_path else []], 24)
 
 
 def manifest_key(manifest: pd.DataFrame) -> str:
     """An index folder's name: a hash of the manifest rows that the cache uses."""
-    return _digest(manifest[["case_id", "image_path", "mask_path", "split"]].values.tolist(), 16)
+    return _digest(_with_mask_column(manifest)[["case_id", "image_path", "mask_path", "split"]]
+                   .values.tolist(), 16)
+
+
+def _with_mask_column(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with `mask_path` "" (no mask) when it has no such column (e.g. labels)."""
+    return manifest if "mask_path" in manifest else manifest.assign(mask_path="")
 
 
 def build_case(case_id: str, image_path: str, mask_path: str, spec: PreprocessSpec,
@@ -146,53 +153,62 @@ def build_case(case_id: str, image_path: str, mask_path: str, spec: PreprocessSp
 
     The meta (also `folder/meta.json`) holds `case_id`, `source_shape` and `source_spacing` (mm)
     of the image as read, `output_shape` (Z, H, W) of the cached arrays, `positive_slices` (slices
-    with any foreground) and `foreground_voxels` (mask > 0 in the preprocessed mask).
+    with any foreground), `foreground_voxels` (mask > 0 in the preprocessed mask) and `mask`
+    (whether there is one: a case of a dataset without masks, `mask_path` "", has none and
+    counts no foreground). A 2D image is cached as one slice (`Image.as_volume`).
 
     Raises:
         KerasmedError: a reader, geometry or preprocessing error, naming the case.
     """
     try:
-        image = read_image(image_path, options=read)
-        mask = read_image(mask_path, options=read)
+        image = read_image(image_path, options=read).as_volume()
         # The model's channels are neighbouring slices, so an RGB image has no place here.
         image.require_grey(f"The slice cache (case {case_id}, `{image_path}`)")
-        mask.require_grey(f"The slice cache (case {case_id}, `{mask_path}`)")
-        check_case_geometry(image, mask, case_id, mask_path)
         x, record = preprocess(image, spec)
-        # On the image's record: a foreground crop is the image's box, never the mask's own.
-        y, _ = preprocess(mask, spec, order="nearest", record=record)
+        y = None
+        if mask_path:
+            mask = read_image(mask_path, options=read).as_volume()
+            mask.require_grey(f"The slice cache (case {case_id}, `{mask_path}`)")
+            check_case_geometry(image, mask, case_id, mask_path)
+            # On the image's record: a foreground crop is the image's box, never the mask's own.
+            y, _ = preprocess(mask, spec, order="nearest", record=record)
     except KerasmedError as err:
         if f"case {case_id}" in str(err):
             raise
         raise type(err)(f"Case {case_id}: {err}") from err
-    foreground = int(np.count_nonzero(y > 0))
-    y = y.astype(np.uint8)
     meta = {
         "case_id": str(case_id),
         "source_shape": [int(n) for n in image.shape],
         "source_spacing": [float(s) for s in image.spacing],
         "output_shape": [int(n) for n in x.shape],
-        "positive_slices": int(np.count_nonzero(y.reshape(y.shape[0], -1).any(1))),
-        "foreground_voxels": foreground,
+        "positive_slices": 0 if y is None else int(np.count_nonzero(y.reshape(y.shape[0], -1).any(1))),
+        "foreground_voxels": 0 if y is None else int(np.count_nonzero(y > 0)),
+        "mask": y is not None,
     }
     with atomic_dir(folder) as tmp:
         np.save(tmp / "image.npy", x.astype(np.float32))
-        np.save(tmp / "mask.npy", y)
+        if y is not None:
+            np.save(tmp / "mask.npy", y.astype(np.uint8))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        for name in CASE_FILES:  # on disk before the rename, so a crash never publishes a hole
+        for name in _case_files(meta):  # on disk before the rename, so a crash never publishes a hole
             fsync_file(tmp / name)
     return meta
 
 
+def _case_files(meta: dict) -> tuple[str, ...]:
+    """The files of a complete case folder (a meta without `mask` predates mask-less cases)."""
+    return CASE_FILES if meta.get("mask", True) else tuple(n for n in CASE_FILES if n != "mask.npy")
+
+
 def _finished_meta(folder: Path) -> dict | None:
     """The meta of a complete case folder, or None (absent, emptied by hand, unreadable)."""
-    if not all((folder / name).is_file() for name in CASE_FILES):
-        return None
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and set(META_KEYS) <= meta.keys() else None
+    if not (isinstance(meta, dict) and set(META_KEYS) <= meta.keys()):
+        return None
+    return meta if all((folder / name).is_file() for name in _case_files(meta)) else None
 
 
 # --- worker processes ------------------------------------------------------------------------
@@ -380,7 +396,8 @@ def update_cache(manifest: pd.DataFrame, spec: PreprocessSpec, cache_root: str |
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"`workers` must be an integer >= 1. Received: workers={workers!r}")
     folder = _spec_folder(Path(cache_root), spec, prune, read)
-    rows = [(str(r.case_id), str(r.split), r.image_path, r.mask_path) for r in manifest.itertuples()]
+    rows = [(str(r.case_id), str(r.split), r.image_path, r.mask_path)
+            for r in _with_mask_column(manifest).itertuples()]
     with _locked(folder, progress):
         _remove_leftovers(folder)  # only a killed build leaves these, and none runs but ours
         keys = {case_id: case_key(case_id, image, mask) for case_id, _, image, mask in rows}
@@ -445,6 +462,6 @@ def load_cache(folder: str | Path, split: str | None = None) -> list[CachedCase]
         cases.append(CachedCase(
             case_id=r.case_id, split=r.split, meta=meta,
             image=np.load(case / "image.npy", mmap_mode="r"),
-            mask=np.load(case / "mask.npy", mmap_mode="r"),
+            mask=np.load(case / "mask.npy", mmap_mode="r") if meta.get("mask", True) else None,
         ))
     return cases

@@ -7,6 +7,7 @@ The table has canonical columns, whatever the manifest calls them (`data.columns
     split                   the manifest's, else a seeded split (below)
     patient_id              when the manifest has one
     label                   when `data.columns.label` is set, and for an ImageFolder tree
+    <finding>               multi-label: each column of `data.columns.findings`, "0" or "1"
     <other>_path            every other `*_path` column (e.g. `lung_mask_path`): optional
                             everywhere, an empty cell stays ""
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # the cache's worker processes import this module: keep pydan
     from kerasmed.config import Config, DataConfig
 
 REQUIRED_COLUMNS = ("case_id", "image_path", "mask_path", "split")
+_CANONICAL = ("case_id", "image_path", "mask_path", "split", "patient_id", "label")
 SPLITS = ("train", "val", "test")
 # Folders kerasmed writes into `data.root` (the cache, `kerasmed check-data`'s report).
 RESERVED_FOLDERS = ("cache", "check")
@@ -163,6 +165,7 @@ def discover_dataset(root: str | Path, manifest: str = "manifest.csv", data: Dat
     defaults = type(c)()
     optional = {k for k in ("split", "patient_id") if getattr(c, k) == getattr(defaults, k)}
     required = [s for k, s in names.items() if s is not None and k not in optional]
+    required += list(c.findings or ())
     missing = [s for s in required if s not in df.columns]
     if missing:
         raise DataError(
@@ -172,6 +175,7 @@ def discover_dataset(root: str | Path, manifest: str = "manifest.csv", data: Dat
     if df.empty:
         raise DataError(f"Manifest {path} lists no cases. Received: 0 rows")
     names = {k: s for k, s in names.items() if s is not None and s in df.columns}
+    names.update({f: f for f in c.findings or ()})
     cases = pd.DataFrame({k: df[s] for k, s in names.items()}, index=df.index)
     for column in df.columns:
         # A column under a canonical name that the config maps elsewhere (or to null) is not
@@ -328,6 +332,13 @@ def manifest_problems(dataset: Dataset) -> list[Problem]:
                 add(i, cases["image_path"].iat[i] if dataset.tree else source,
                     f"`{names['label']}` must be {rule}. Received: {label!r} for case {ids[i]!r}"
                     f"{lines[i]}")
+    findings = [f for f in cases if f in names and names[f] == f and f not in _CANONICAL
+                and not f.endswith("_path")]
+    for finding in findings:
+        for i, value in enumerate(cases[finding]):
+            if value.strip() not in ("0", "1"):
+                add(i, source, f"finding column `{finding}` must hold 0 or 1. Received: {value!r} "
+                               f"for case {ids[i]!r}{lines[i]}")
     if "patient_id" in cases and not dataset.seeded:
         for patient, rows_of in cases.groupby("patient_id", sort=True).indices.items():
             splits = sorted(set(cases["split"].iloc[rows_of]))

@@ -8,6 +8,9 @@ from kerasmed.models.unet import unet2d
 from serving.registry import Registry
 
 MODELS = Registry("model", {"unet2d": unet2d})
+MODELS["cnn"] = "kerasmed.models.classifiers:cnn"
+MODELS["resnet"] = "kerasmed.models.classifiers:resnet"
+MODELS["transfer"] = "kerasmed.models.transfer:transfer"
 
 
 def build_model(model_name: str, **kwargs) -> keras.Model:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import keras
 
-from kerasmed.layers.ct_normalization import CTNormalization
-from kerasmed.layers.fused_batch_norm import FusedBatchNormalization
-from kerasmed.layers.hu_window import HUWindow
+from kerasmed.models.base_model import (
+    check_intensity,
+    check_normalization,
+    check_sizes,
+    intensity_layer,
+    norm,
+)
 from serving.errors import ConfigError
-
-NORMALIZATIONS = ("batch", "group", "none")
-INTENSITIES = ("hu_window", "ct_fingerprint", "none")
-
-
-def _norm(x, normalization: str, name: str):
-    if normalization == "batch":
-        return FusedBatchNormalization(name=name)(x)
-    if normalization == "group":
-        return keras.layers.GroupNormalization(groups=min(8, x.shape[-1]), name=name)(x)
-    return x
 
 
 def _conv_block(x, filters: int, normalization: str, name: str):
@@ -26,7 +19,7 @@ def _conv_block(x, filters: int, normalization: str, name: str):
         x = keras.layers.Conv2D(
             filters, 3, padding="same", use_bias=normalization == "none", name=f"{name}_conv{i}"
         )(x)
-        x = _norm(x, normalization, f"{name}_norm{i}")
+        x = norm(x, normalization, f"{name}_norm{i}")
         x = keras.layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
 
@@ -72,32 +65,11 @@ def unet2d(
     """
     if spatial_dims != 2:
         raise ConfigError(f"`unet2d` builds 2D models only. Received: spatial_dims={spatial_dims}")
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
-        )
-    if depth < 1 or filters < 1 or num_classes < 1:
-        raise ConfigError(
-            "`depth`, `filters` and `num_classes` must be positive. "
-            f"Received: depth={depth}, filters={filters}, num_classes={num_classes}"
-        )
-    if intensity not in INTENSITIES:
-        raise ConfigError(
-            f"`intensity` must be one of {INTENSITIES}. Received: intensity={intensity!r}"
-        )
-    if intensity == "ct_fingerprint" and not isinstance(ct_normalization, dict):
-        raise ConfigError(
-            "`intensity='ct_fingerprint'` needs `ct_normalization` = {'low', 'high', 'mean', "
-            f"'std'}} from the dataset fingerprint. Received: ct_normalization={ct_normalization!r}"
-        )
+    check_normalization(normalization)
+    check_sizes(depth, filters, num_classes)
+    check_intensity(intensity, ct_normalization)
     inputs = keras.Input(tuple(input_shape), name="image")
-    x = inputs
-    # In float32 whatever the mixed-precision policy: raw HU in bfloat16 are 4-8 HU apart, and
-    # the first convolution casts the normalised values to its own compute dtype.
-    if intensity == "hu_window":
-        x = HUWindow(*hu_window, name="hu_window", dtype="float32")(x)
-    elif intensity == "ct_fingerprint":
-        x = CTNormalization(**ct_normalization, name="ct_normalization", dtype="float32")(x)
+    x = intensity_layer(inputs, intensity, hu_window, ct_normalization)
     skips = []
     for level in range(depth):
         x = _conv_block(x, filters * 2**level, normalization, f"down{level}")

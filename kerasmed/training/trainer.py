@@ -1,16 +1,19 @@
-"""Train a segmentation model from a config: cache, tf.data, strategy, precision, Keras callbacks.
+"""Train a model from a config: cache, tf.data, strategy, precision, Keras callbacks.
+
+What differs by task (targets and sampler, loss and metrics, the monitored validation metric)
+comes from the config's task (`kerasmed.tasks`); this module never branches on the task's name.
 
 Run folder (`<output_dir>/<name>/`), written by the chief worker only:
     .kerasmed               marks a folder training created (see `serving.ownership`)
     config.yaml             the validated config, as used
-    checkpoints/best.keras  best model by validation Dice (written under a temporary name, renamed)
+    checkpoints/best.keras  best model by the task's validation metric (temporary name, renamed)
     training_log.csv        per-epoch metrics, each epoch once (a resumed run appends)
     tensorboard/            TensorBoard logs
     backup/                 while training: the last completed epoch's state (removed at the end)
     model.keras             the best model in float32, written last (its presence marks a finished run)
     fingerprint.json        the training set's `dataset_fingerprint` (the same on resuming)
-    train_summary.json      epochs, best validation loss/Dice, dtype policy, strategy, seconds,
-                            fingerprint
+    train_summary.json      epochs, best validation loss and monitored metric, dtype policy, strategy,
+                            seconds, fingerprint
 
 Crash safety: a run killed at any instant (even `kill -9`) and started again with the same
 command resumes from its last completed epoch: weights, optimizer, data stream position, best
@@ -38,15 +41,13 @@ import keras
 import tensorflow as tf
 
 from kerasmed.config import Config, save_config
-from kerasmed.data.augment import RandomAugment2D
 from kerasmed.data.cache import load_cache
 from kerasmed.data.check import training_cases
 from kerasmed.data.fingerprint import ct_normalization, dataset_fingerprint
-from kerasmed.data.pipeline import make_train_dataset, make_val_dataset
-from kerasmed.losses import DiceCELoss, DiceScore
 from kerasmed.models.float32 import as_float32
 from kerasmed.models.registry import build_model
 from kerasmed.run import BACKUP, check_run_dir
+from kerasmed.tasks import training_task
 from kerasmed.training.callbacks import (
     AtomicBackupAndRestore,
     AtomicModelCheckpoint,
@@ -75,26 +76,22 @@ __all__ = ["TimeLimit", "build_compiled_model", "cache_for", "train"]
 _RESUME_IGNORES = ("name", "output_dir", "synthetic", "data.cache_dir", "training.max_minutes")
 
 
-def train_dataset(config: Config, cases, batch_size: int | None = None, **shard) -> tf.data.Dataset:
-    """The config's training pipeline over cached `cases` (sampling, augmentation, seed).
+def train_dataset(config: Config, cases, batch_size: int | None = None, manifest=None,
+                  **shard) -> tf.data.Dataset:
+    """The config's training stream over cached `cases` (the task's sampler, augmentation, seed).
 
     Args:
         config: validated config.
         cases: cached cases of the training split.
         batch_size: examples per batch; default `sampling.batch_size`.
-        **shard: `skip`, `num_shards`, `shard_index` of `make_train_dataset`.
+        manifest: the dataset's table (targets a cache does not hold, e.g. labels).
+        **shard: `skip`, `num_shards`, `shard_index` of the task's sampler.
     """
-    s, a = config.sampling, config.augmentation
-    augment = RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
-                              a.intensity_shift_hu, a.intensity_scale)
-    return make_train_dataset(
-        cases, config.model.context_slices, s.patch_size, batch_size or s.batch_size,
-        s.positive_fraction, augment, s.shuffle_buffer, config.seed, **shard,
-    )
+    return training_task(config.task).train_dataset(config, cases, manifest, batch_size, **shard)
 
 
 def build_compiled_model(config: Config, fingerprint: dict | None = None) -> keras.Model:
-    """The config's model, compiled with Dice+CE loss, Adam (cosine-decayed) and a Dice metric.
+    """The config's model, compiled with its task's loss and metrics and Adam (cosine-decayed).
 
     Args:
         config: validated config.
@@ -105,7 +102,7 @@ def build_compiled_model(config: Config, fingerprint: dict | None = None) -> ker
         ConfigError: if `model.intensity` is `ct_fingerprint` and no fingerprint is given.
         DataError: if the fingerprint cannot z-score (see `fingerprint.ct_normalization`).
     """
-    m = config.model
+    m, task = config.model, training_task(config.task)
     ct = None
     if m.intensity == "ct_fingerprint":
         if fingerprint is None:
@@ -117,8 +114,7 @@ def build_compiled_model(config: Config, fingerprint: dict | None = None) -> ker
         ct = ct_normalization(fingerprint)
     model = build_model(
         m.name,
-        input_shape=(None, None, m.context_slices),
-        num_classes=m.num_classes,
+        **task.model_arguments(config),
         filters=m.filters,
         depth=m.depth,
         normalization=m.normalization,
@@ -136,8 +132,8 @@ def build_compiled_model(config: Config, fingerprint: dict | None = None) -> ker
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=DiceCELoss(dice_weight=config.training.dice_weight),
-        metrics=[DiceScore(threshold=config.evaluation.threshold)],
+        loss=task.loss(config),
+        metrics=task.metrics(config),
     )
     return model
 
@@ -178,17 +174,19 @@ def _read_log(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _summarize_log(rows: list[dict]) -> dict:
-    """Epochs and the best epoch (by validation Dice, first of equals) from the training log."""
+def _summarize_log(rows: list[dict], monitor: str, mode: str) -> dict:
+    """Epochs and the best epoch (by the monitored metric, first of equals) from the training log;
+    the monitored metric's best value is `best_<monitor>` (e.g. `best_val_dice`)."""
     if not rows:
-        return {"epochs_run": 0, "best_epoch": None, "best_val_loss": None, "best_val_dice": None}
-    dice = [float(r["val_dice"]) for r in rows]
-    best = max(range(len(dice)), key=dice.__getitem__)
+        return {"epochs_run": 0, "best_epoch": None, "best_val_loss": None, f"best_{monitor}": None}
+    score = [float(r[monitor]) for r in rows]
+    pick = max if mode == "max" else min
+    best = pick(range(len(score)), key=score.__getitem__)
     return {
         "epochs_run": len(rows),
         "best_epoch": int(rows[best]["epoch"]) + 1,
         "best_val_loss": float(rows[best]["val_loss"]),
-        "best_val_dice": dice[best],
+        f"best_{monitor}": score[best],
     }
 
 
@@ -229,7 +227,7 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
     # here, not after the finished run's model has been deleted.
     cases = training_cases(config, skip_bad, progress and chief, write_report=chief)
     cache = cache_for(config, progress and chief, manifest=cases)
-    data = cache, load_cache(cache, "train"), load_cache(cache, "val")
+    data = cache, load_cache(cache, "train"), load_cache(cache, "val"), cases
     # Before the model, whatever `model.intensity`: it is cheap, documents the data, and its
     # numbers are deterministic, so a resumed run builds the same first layer.
     fingerprint = dataset_fingerprint(data[1], seed=config.seed)
@@ -278,29 +276,27 @@ def _build(config: Config, strategy, fingerprint: dict) -> keras.Model:
     if strategy.num_replicas_in_sync > 1:
         synchronize_batch_norm(model)  # statistics of the global batch, however it is split
     if is_multi_worker(strategy):
-        context = config.model.context_slices
-        spec = (tf.TensorSpec((None, None, None, context)), tf.TensorSpec((None, None, None, 1)))
-        enable_multi_worker_fit(model, strategy, spec)
+        enable_multi_worker_fit(model, strategy, training_task(config.task).input_signature(config))
     return model
 
 
 def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path, state: dict | None,
          data: tuple, progress: bool) -> dict:
-    cache, train_cases, val_cases = data
+    cache, train_cases, val_cases, manifest = data
+    task = training_task(config.task)
     replicas = strategy.num_replicas_in_sync
     s, t = config.sampling, config.training
-    context = config.model.context_slices
     global_batch = s.batch_size * replicas  # `sampling.batch_size` is per replica
 
     skip = int(state.get("examples", 0)) if state else 0
 
     def shard_dataset(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         return train_dataset(
-            config, train_cases, ctx.get_per_replica_batch_size(global_batch),
+            config, train_cases, ctx.get_per_replica_batch_size(global_batch), manifest,
             skip=skip, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
         )
 
-    val_ds = make_val_dataset(val_cases, context, max(1, s.batch_size // 2) * replicas, t.max_val_slices)
+    val_ds = task.val_dataset(config, val_cases, manifest, max(1, s.batch_size // 2) * replicas)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     val_ds = val_ds.with_options(options)
@@ -308,10 +304,12 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
     initial_epoch = int(state["epoch"]) if state else 0
     best_path = out / "checkpoints" / "best.keras"
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    # Whole-slice validation Dice is what evaluation measures; the loss is noisier.
-    checkpoint = AtomicModelCheckpoint(str(best_path), monitor="val_dice", mode="max", save_best_only=True)
+    # The task's validation metric (segmentation: whole-slice Dice) is what evaluation measures;
+    # the loss is noisier.
+    monitor, mode = task.monitor, task.monitor_mode
+    checkpoint = AtomicModelCheckpoint(str(best_path), monitor=monitor, mode=mode, save_best_only=True)
     early = ResumableEarlyStopping(
-        best_weights_path=run_dir / "checkpoints" / "best.keras", monitor="val_dice", mode="max",
+        best_weights_path=run_dir / "checkpoints" / "best.keras", monitor=monitor, mode=mode,
         patience=t.early_stopping_patience, restore_best_weights=True,
     )
     if state:
@@ -356,7 +354,7 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
     with atomic_file(out / "model.keras") as tmp:
         as_float32(model).save(tmp)
     return {
-        **_summarize_log(_read_log(out / "training_log.csv")),
+        **_summarize_log(_read_log(out / "training_log.csv"), monitor, mode),
         "resumed_from_epoch": initial_epoch if state else None,
         "strategy": type(strategy).__name__,
         "replicas": replicas,

@@ -90,7 +90,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(model, tmp_path):
         ({"class_names": ["a", "b", "c"]}, r"`class_names` must be 1 or 2 strings"),
         ({"postprocess": {"threshold": 1.5}}, r"threshold.*Received: 1.5"),
         ({"postprocess": {"min_component_voxels": -1}}, r"min_component_voxels.*Received: -1"),
-        ({"task": "registration"}, r"`task` must be one of"),
+        ({"task": "registration"}, r"Unknown task `registration`; valid names"),
         ({"extra": {"bad": object()}}, r"`extra` must be JSON-serialisable"),
         ({"extra": {"run": {"dir": "/home/me/run"}}},
          r"`extra` must not hold absolute local paths.*Received: extra\.run\.dir='/home/me/run'"),

@@ -138,7 +138,7 @@ def test_patient_identifiers_reach_no_output_and_case_ids_no_bundle(tmp_path, ca
     assert manifest["extra"]["data_root"] == "../../../data"
     parity = json.loads((bundle / "parity" / "parity.json").read_text())
     assert parity["cases"] == ["#0", "#1"] and parity["bundle"] == "bundle"
-    assert set(parity["artefacts"]["onnx"]["dice_agreement"]) == {"#0", "#1"}
+    assert set(parity["artefacts"]["onnx"]["agreement"]) == {"#0", "#1"}
 
     # Moved away from its data, the bundle asks for --data in one line, and works with it.
     moved = shutil.copytree(bundle, tmp_path / "device" / "bundle")

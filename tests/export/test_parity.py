@@ -6,6 +6,7 @@ TF32 off, and the provider strings say so.
 
 import json
 import re
+import types
 
 import numpy as np
 import onnx
@@ -18,9 +19,7 @@ from export.parity import (
     VACUOUS_MESSAGE,
     Tolerances,
     _Accumulator,
-    _CaseInputs,
     _Reservoir,
-    dice_agreement,
     resolve_tolerances,
     run_parity,
     tensorflow_tf32,
@@ -28,7 +27,13 @@ from export.parity import (
 from export.parity_report import format_table, render_markdown, write_parity_report
 from serving.bundle import Bundle, artefact_sha256, load_bundle
 from serving.errors import BundleError, ConfigError
+from serving.image import Image
+from serving.metrics import dice
+from serving.tasks import runtime_task
+from serving.tasks.segmentation import SegmentationAgreement
 from tests.helpers import copy_bundle, synthetic_ct, tiny_unet, write_tiny_bundle
+
+_THRESHOLD = types.SimpleNamespace(threshold=0.5)  # what an Agreement reads of its bundle
 
 # Provider strings name the runtime and its float precision mode, whatever the device.
 PROVIDER_PATTERNS = {
@@ -74,11 +79,11 @@ def test_every_artefact_passes(result, cases):
         assert re.fullmatch(PROVIDER_PATTERNS[a.key], a.provider), a.provider
         assert 0 <= a.mean_abs_error <= a.max_abs_error
         assert a.nan_count == 0 and a.inf_count == 0
-        assert set(a.dice_agreement) == {"case0", "case1", "case2"}
-        assert a.mean_dice_agreement >= 0.999
+        assert set(a.agreement) == {"case0", "case1", "case2"}
+        assert a.task_summary["mean_dice_agreement"] >= 0.999
         assert a.sample.shape == (3 * 6 * 32 * 32, 2)  # fewer elements than the sample size
         assert a.runtime_s > 0
-    assert result.artefacts["saved_model"].masks_identical
+    assert result.artefacts["saved_model"].task_summary["masks_identical"]
     assert result.artefacts["saved_model"].checks == {
         "finite": True, "shape": True, "max_abs": True, "identical_masks": True,
     }
@@ -108,7 +113,9 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     assert data["reference_provider"] == result.reference_provider and data["use_tf32"] is False
     assert data["artefacts"]["onnx"]["tolerances"] == {
         "max_abs": 1e-4, "min_dice_agreement": 0.999, "identical_masks": False,
+        "min_label_agreement": 1.0, "max_auc_drop": None,
     }
+    assert data["artefacts"]["onnx"]["mean_dice_agreement"] >= 0.999
     md = (report / "parity.md").read_text()
     assert "PASS" in md and "max abs tol." in md and "| onnx |" in md
     assert "min passing tol." in md and "Why it fails" not in md
@@ -130,7 +137,7 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     # Files inside the bundle name cases by position, never by case id (a patient ID, maybe),
     # and the bundle by its folder name, never by a local path.
     assert data["cases"] == ["#0", "#1", "#2"] and data["foreground_cases"] == ["#0", "#1", "#2"]
-    assert set(data["artefacts"]["onnx"]["dice_agreement"]) == {"#0", "#1", "#2"}
+    assert set(data["artefacts"]["onnx"]["agreement"]) == {"#0", "#1", "#2"}
     assert data["bundle"] == result.bundle_path.name and "#0 to #2 in the order parity read them" in md
     for path in (report / "parity.json", report / "parity.md", bundle / "manifest.json"):
         text = path.read_text()
@@ -148,9 +155,8 @@ def test_report_outside_the_bundle_records_no_local_path(bundle_dir, result, tmp
 
 def test_shape_mismatch_messages_name_cases_by_position_in_files():
     entry = {"key": "onnx", "format": "onnx", "file": "model.onnx", "sha256": "0"}
-    acc = _Accumulator(10, np.random.default_rng(0))
-    acc.add("MRN-0042", np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4), np.uint8),
-            np.zeros((1, 4, 5, 1), np.float32), 0.5)
+    acc = _Accumulator(10, np.random.default_rng(0), SegmentationAgreement(_THRESHOLD))
+    acc.add("MRN-0042", np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 5, 1), np.float32), None)
     a = acc.finish(entry, Tolerances(), "test")
     assert a.messages[0:1] == ["onnx: output shape differs from Keras (MRN-0042: (1, 4, 5, 1) != "
                           "(1, 4, 4, 1))"]
@@ -165,7 +171,7 @@ def test_slightly_perturbed_onnx_fails_max_abs_only(bundle_dir, cases, tmp_path)
     assert result.verdict == "fail"
     assert result.failures == {"onnx": ["max_abs"]}, format_table(result)
     onnx_parity = result.artefacts["onnx"]
-    assert onnx_parity.max_abs_error > 1e-4 and onnx_parity.mean_dice_agreement == 1.0
+    assert onnx_parity.max_abs_error > 1e-4 and onnx_parity.task_summary["mean_dice_agreement"] == 1.0
     assert result.artefacts["saved_model"].passed and result.artefacts["tflite"].passed
     write_parity_report(result, bundle=bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -193,17 +199,16 @@ def test_min_passing_max_abs_is_the_observed_error_not_the_tolerance(bundle_dir,
 
 def test_min_passing_max_abs_is_none_when_no_tolerance_would_pass():
     reference = np.full((1, 4, 4, 1), 0.25)
-    mask = np.zeros((1, 4, 4), np.uint8)
     entry = {"key": "onnx", "format": "onnx", "file": "model.onnx", "sha256": "0"}
     nan = np.full((1, 4, 4, 1), 0.25, np.float32)
     nan[0, 0, 0, 0] = np.nan
     for probs in (nan, np.zeros((1, 4, 5, 1), np.float32)):
-        acc = _Accumulator(10, np.random.default_rng(0))
-        acc.add("c", reference, mask, probs, 0.5)
+        acc = _Accumulator(10, np.random.default_rng(0), SegmentationAgreement(_THRESHOLD))
+        acc.add("c", reference, probs, None)
         a = acc.finish(entry, Tolerances(), "test")
         assert a.min_passing_max_abs is None and not a.passed
-    acc = _Accumulator(10, np.random.default_rng(0))
-    acc.add("c", reference, mask, (reference + 3e-5).astype(np.float32), 0.5)
+    acc = _Accumulator(10, np.random.default_rng(0), SegmentationAgreement(_THRESHOLD))
+    acc.add("c", reference, (reference + 3e-5).astype(np.float32), None)
     a = acc.finish(entry, Tolerances(), "test")
     assert a.min_passing_max_abs == a.max_abs_error == pytest.approx(3e-5, rel=1e-3)  # float32
 
@@ -217,26 +222,25 @@ def test_accumulated_errors_equal_a_direct_float64_computation():
     entry = {"key": "onnx", "format": "onnx", "file": "model.onnx", "sha256": "0"}
     mask = (reference[..., 0] >= 0.5).astype(np.uint8)
     for p in (probs, probs_nan):
-        acc = _Accumulator(10, np.random.default_rng(0))
-        acc.add("c", reference.astype(np.float64), mask, p, 0.5)
+        acc = _Accumulator(10, np.random.default_rng(0), SegmentationAgreement(_THRESHOLD))
+        acc.add("c", reference.astype(np.float64), p, None)
         a = acc.finish(entry, Tolerances(), "test")
         err = np.abs(p.astype(np.float64) - reference.astype(np.float64))
         err = err[np.isfinite(err)]
         assert a.max_abs_error == err.max() and a.mean_abs_error == pytest.approx(err.mean())
         assert (a.nan_count, a.inf_count) == ((0, 0) if p is probs else (1, 1))
-        expected = dice_agreement((np.nan_to_num(p[..., 0], nan=0.0) >= 0.5).astype(np.uint8),
-                                  mask, 1)
-        assert a.dice_agreement == {"c": expected}
+        expected = dice((np.nan_to_num(p[..., 0], nan=0.0) >= 0.5).astype(np.uint8), mask)
+        assert a.agreement == {"c": expected}
 
 
-def test_case_inputs_are_stacked_once_and_shared_by_runners(bundle_dir):
+def test_case_inputs_are_built_once_with_the_bundles_context(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    onnx_runner, tflite_runner = bundle.runner("onnx"), bundle.runner("tflite")
-    volume = np.random.default_rng(0).uniform(-1000, 400, (5, 32, 32)).astype(np.float32)
-    inputs = _CaseInputs(volume, 2)
-    batches = inputs.batches(onnx_runner)
-    assert inputs.batches(tflite_runner) is batches  # the same context: built once
-    assert [b.shape for b in batches] == [(2, 32, 32, 1), (2, 32, 32, 1), (1, 32, 32, 1)]
+    image = Image(np.random.default_rng(0).uniform(-1000, 400, (5, 32, 32)).astype(np.float32),
+                  spacing=(1.0, 1.0, 1.0))
+    inputs = runtime_task(bundle.task).inputs(image, bundle, batch_size=2)
+    context = bundle.manifest["input"]["shape"][-1]
+    assert [b.shape[0] for b in inputs.batches] == [2, 2, 1]
+    assert all(b.shape[-1] == context and b.flags.c_contiguous for b in inputs.batches)
 
 
 def _all_zero_bundle(out_dir):
@@ -253,7 +257,7 @@ def test_untrained_model_predicting_nothing_fails_parity(cases, tmp_path):
     result = run_parity(bundle, cases, progress=False)
     onnx_parity = result.artefacts["onnx"]
     # The artefact "agrees" perfectly, because both masks are empty: that must not pass.
-    assert onnx_parity.passed and onnx_parity.mean_dice_agreement == 1.0
+    assert onnx_parity.passed and onnx_parity.task_summary["mean_dice_agreement"] == 1.0
     assert onnx_parity.max_abs_error == 0.0
     assert result.foreground_cases == []
     assert result.verdict == "fail"
@@ -321,8 +325,8 @@ def test_flipped_onnx_fails_dice_agreement(bundle_dir, cases, tmp_path):
     loose = {"onnx": {"max_abs": 1.0}}  # let only the task-level criterion judge
     result = run_parity(bundle, cases, tolerances=loose, formats=["onnx"], progress=False)
     assert result.failures == {"onnx": ["dice_agreement"]}
-    assert result.artefacts["onnx"].mean_dice_agreement < 0.5
-    assert not result.artefacts["onnx"].masks_identical
+    assert result.artefacts["onnx"].task_summary["mean_dice_agreement"] < 0.5
+    assert not result.artefacts["onnx"].task_summary["masks_identical"]
 
 
 def test_verdict_refused_for_changed_artefacts(bundle_dir, result, tmp_path):
@@ -336,8 +340,9 @@ def test_tolerance_resolution():
     fp16 = {"key": "tflite_fp16", "format": "tflite", "precision": "fp16"}
     int8 = {"key": "onnx_int8", "format": "onnx", "precision": "int8"}
     assert resolve_tolerances(onnx_entry) == Tolerances(1e-4, 0.999)
-    assert resolve_tolerances(fp16) == Tolerances(1e-2, 0.99)
-    assert resolve_tolerances(int8) == Tolerances(None, 0.95)
+    assert resolve_tolerances(fp16) == Tolerances(1e-2, 0.99, min_label_agreement=0.99)
+    assert resolve_tolerances(int8) == Tolerances(None, 0.95, min_label_agreement=None,
+                                                  max_auc_drop=0.01)
     assert resolve_tolerances({"format": "saved_model"}) == DEFAULT_TOLERANCES["saved_model"]
     assert resolve_tolerances(onnx_entry, {"onnx": {"max_abs": 1e-3}}).max_abs == 1e-3
     assert resolve_tolerances(onnx_entry, {"onnx": {"max_abs": 1e-3}}).min_dice_agreement == 0.999
@@ -347,17 +352,28 @@ def test_tolerance_resolution():
         resolve_tolerances({"key": "x", "format": "coreml"})
 
 
-def test_dice_agreement():
-    a = np.zeros((2, 4, 4), np.uint8)
-    assert dice_agreement(a, a, 1) == 1.0  # both empty
+def test_segmentation_agreement_scores_foreground_classes():
+    a = np.zeros((2, 4, 4, 1))
+    agreement = SegmentationAgreement(_THRESHOLD)
+    agreement.add("empty", a, a)
+    assert agreement.per_case["empty"] == 1.0  # both empty
     b = a.copy()
     b[0, :2, :2] = 1
-    assert dice_agreement(a, b, 1) == 0.0
+    agreement.add("disjoint", a, b)
+    assert agreement.per_case["disjoint"] == 0.0
     c = b.copy()
     c[0, 0, :] = 1
-    assert dice_agreement(b, c, 1) == pytest.approx(2 * 4 / (4 + 6))
-    assert dice_agreement(b * 2, c * 2, 3) == pytest.approx(0.8)
-
+    agreement.add("overlap", b, c)
+    assert agreement.per_case["overlap"] == pytest.approx(2 * 4 / (4 + 6))
+    # Three softmax channels: classes 1 and 2 are scored, 0 is background.
+    three = np.zeros((1, 4, 4, 3))
+    three[..., 0] = 1
+    other = three.copy()
+    three[0, :2, :2] = [0, 1, 0]
+    other[0, :2, :2] = [0, 0, 1]
+    agreement.add("classes", three, other)
+    assert agreement.per_case["classes"] == 0.0
+    assert agreement.summary()["masks_identical"] is False
 
 def test_reservoir_is_uniform():
     rng = np.random.default_rng(0)

@@ -45,11 +45,14 @@ def test_recorded_data_root_is_relative_to_the_bundle_folder(tmp_path):
 
 
 def test_compare_reads_the_manifest_with_the_runs_recorded_columns(tmp_path):
-    from export.run_export import _recorded_data_config
+    from export.run_export import _recorded_config
 
-    recorded = {"config": {"data": {"root": None, "format": "csv", "columns": {"image": "ct"}}}}
-    assert _recorded_data_config(tmp_path, recorded).columns.image == "ct"
-    assert _recorded_data_config(tmp_path, {}).columns.image == "image_path"  # an older bundle
+    recorded = {"config": {"data": {"root": None, "format": "csv", "columns": {"image": "ct"}},
+                           "model": {"class_names": ["healthy", "sick"], "num_classes": 1}}}
+    config = _recorded_config(tmp_path, recorded, "segmentation")
+    assert config.data.columns.image == "ct" and config.model.class_names == ("healthy", "sick")
+    older = _recorded_config(tmp_path, {}, "segmentation")  # an older bundle
+    assert older.data.columns.image == "image_path" and older.task == "segmentation"
     with pytest.raises(ConfigError, match=r"^The config recorded in bundle .*: Unknown config key "
                        r"`data.columns.imag`"):
-        _recorded_data_config(tmp_path, {"config": {"data": {"columns": {"imag": "ct"}}}})
+        _recorded_config(tmp_path, {"config": {"data": {"columns": {"imag": "ct"}}}}, "segmentation")

@@ -144,3 +144,17 @@ def test_reoriented_2d_image():
     np.testing.assert_allclose(back.direction, np.eye(2)[::-1], atol=1e-12)
     for a, b in zip(_positions_and_values(image), _positions_and_values(back)):
         np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_a_2d_image_as_a_volume_keeps_its_positions():
+    image = Image(np.arange(12.0).reshape(3, 4), spacing=(0.5, 0.7), origin=(10.0, -4.0),
+                  direction=np.array([[0.0, 1.0], [1.0, 0.0]]))
+    volume = image.as_volume()
+    assert volume.shape == (1, 3, 4) and volume.spacing == (1.0, 0.5, 0.7)
+    for y, x in [(0, 0), (2, 3), (1, 2)]:
+        np.testing.assert_allclose(volume.index_to_physical([0, y, x])[:2],
+                                   image.index_to_physical([y, x]), atol=1e-12)
+        assert volume.array[0, y, x] == image.array[y, x]
+    assert volume.as_volume() is volume
+    colour = Image(np.zeros((3, 4, 3)), spacing=(1.0, 1.0), channels=3).as_volume()
+    assert colour.shape == (1, 3, 4) and colour.channels == 3

@@ -70,7 +70,8 @@ def test_cache_is_built_once_per_case_memory_mapped_and_described(tmp_path):
     # Exactly these keys: the dataset fingerprint reads them.
     assert cases[0].meta == {"case_id": "c0", "source_shape": [4, 20, 20],
                              "source_spacing": [2.5, 1.0, 1.0], "output_shape": [4, 16, 16],
-                             "positive_slices": 1, "foreground_voxels": 4}
+                             "positive_slices": 1, "foreground_voxels": 4,
+                             "mask": True}
     index = pd.read_csv(report.index / "index.csv")
     assert index.columns.tolist() == ["case_id", "split", "slices", "positive_slices", "folder"]
     assert index[["slices", "positive_slices"]].values.tolist() == [[4, 1], [4, 1]]
@@ -295,3 +296,32 @@ def test_foreground_crop_crops_the_mask_with_the_images_box(tmp_path):
     assert case.image.shape == case.mask.shape == (4, 12, 12)
     assert np.all(case.image == 40.0)
     np.testing.assert_array_equal(case.mask, mask[:, 3:15, 6:18])
+
+
+def test_cases_without_masks_are_cached_without_a_mask_file(tmp_path, monkeypatch):
+    # A classification dataset: labels, no masks; one case a 2D image (cached as one slice).
+    image = Image(np.full((4, 20, 20), -800.0, np.float32), spacing=(2.5, 1.0, 1.0))
+    write_nifti(image, tmp_path / "volume.nii.gz")
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "flat.png")
+    (tmp_path / "flat.json").write_text('{"spacing": [1.0, 1.0]}')
+    manifest = pd.DataFrame({"case_id": ["v", "f"], "split": ["train", "val"], "label": ["a", "b"],
+                             "image_path": [str(tmp_path / "volume.nii.gz"),
+                                            str(tmp_path / "flat.png")]})
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "noise.txt").write_text("x")
+    monkeypatch.chdir(elsewhere)  # an empty mask path must never stand for the working folder
+    key = case_key("v", manifest["image_path"][0], "")
+    (elsewhere / "noise.txt").write_text("changed, and longer")
+    assert case_key("v", manifest["image_path"][0], "") == key
+    report = update_cache(manifest, SPEC, tmp_path / "cache", progress=False)
+    cases = {c.case_id: c for c in load_cache(report.index)}
+    assert cases["v"].mask is None and cases["v"].image.shape == (4, 16, 16)
+    assert cases["f"].image.shape == (1, 16, 16) and float(cases["f"].image.max()) == 100.0
+    assert cases["v"].meta["mask"] is False and cases["v"].meta["foreground_voxels"] == 0
+    folder = report.folder / "cases" / case_key("v", manifest["image_path"][0], "")
+    assert sorted(p.name for p in folder.iterdir()) == ["image.npy", "meta.json"]
+    again = update_cache(manifest, SPEC, tmp_path / "cache", progress=False)
+    assert (again.built, again.reused) == (0, 2)

@@ -62,7 +62,7 @@ def test_without_lung_masks_the_baseline_is_not_available(tmp_path):
     tiny_unet().save(run / "model.keras")
     out = run_cli("--quiet", "evaluate", run)
     assert out.returncode == 0, out.stderr
-    assert "baseline mean Dice n/a" in out.stdout
+    assert "baseline mean Dice (HU threshold): n/a" in out.stdout
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["baseline_mean_dice"] is None and summary["cases"] == 2
     assert summary["baseline"] == "not available: no case names a `lung_mask_path`"

@@ -1,5 +1,4 @@
-"""Numpy metrics, defined once: training's evaluation, export's parity and a device checking
-itself all import them from here (serving needs numpy only).
+"""Overlap of masks: Dice of two binary masks, and mean Dice over the classes of two label maps.
 
 Dice of two masks is `2 |A ∩ B| / (|A| + |B|)`. Two empty masks agree perfectly, so their Dice is
 `empty` (1.0 by default): an empty prediction on a case without a finding is right.
