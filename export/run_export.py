@@ -131,7 +131,7 @@ def _recorded_config(bundle_dir: str | Path, extra: dict, task: str) -> Config:
     return config_from_dict(raw, source=f"The config recorded in bundle {bundle_dir}")
 
 
-def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str = "manifest.csv") -> Path:
+def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str | None = "manifest.csv") -> Path:
     """The validation data folder a bundle records: `extra.data_root`, relative to the bundle
     folder (an absolute path, as bundles before this rule recorded, is taken as it is).
 
@@ -148,10 +148,12 @@ def recorded_data_root(bundle, bundle_dir: str | Path, manifest: str = "manifest
     if not root.is_absolute():
         # The bundle's own path resolved (no symlinks left), `..` may be applied lexically.
         root = Path(os.path.normpath(Path(bundle.path).resolve() / root))
-    if not (root / manifest).is_file():
+    # `manifest` None: an ImageFolder tree, whose root is the dataset.
+    if not ((root / manifest).is_file() if manifest else root.is_dir()):
+        what = manifest or "ImageFolder tree"
         raise DataError(
             f"Bundle {bundle_dir} records its validation data at `{recorded}` relative to the "
-            f"bundle folder, which holds no {manifest} there (was the bundle or the data moved?); "
+            f"bundle folder, which holds no {what} there (was the bundle or the data moved?); "
             f"pass --data. Received: {root}"
         )
     return root
@@ -198,10 +200,11 @@ def compare_bundle(
     extra = bundle.manifest.get("extra") or {}
     manifest = extra.get("manifest") or "manifest.csv"
     split = split or extra.get("validation_split", "val")
-    root = data_root or recorded_data_root(bundle, bundle_dir, manifest)
     # The split's rows are read once: they give the cases checked and the split's size (the scope).
     config = _recorded_config(bundle_dir, extra, bundle.task)
     data = config.data
+    root = data_root or recorded_data_root(bundle, bundle_dir,
+                                           None if data.format == "imagefolder" else manifest)
     rows = split_cases(read_manifest(root, manifest, data), split)
     task = training_task(bundle.task)
     cases = [(r.case_id, read_image(r.image_path, options=data.read), task.parity_truth(r, config))

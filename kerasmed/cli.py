@@ -103,8 +103,13 @@ def _train(args) -> int:
     if not summary["chief"]:
         print(f"worker {summary['worker']}: training finished; the chief writes {run_dir}")
         return 0
-    print(f"run: {run_dir}  best val Dice (slices) {summary['best_val_dice']:.3f} "
-          f"at epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s")
+    monitor = summary["monitor"]  # the task's validation metric, e.g. val_dice, val_auc
+    best = summary[f"best_{monitor}"]
+    baseline = summary.get("baseline") or {}
+    beside = "".join(f"; baseline ({baseline['name']}) {k} {v:.3f}" for k, v in baseline.items()
+                     if k != "name" and v is not None)
+    print(f"run: {run_dir}  best {monitor} {'n/a' if best is None else f'{best:.3f}'} "
+          f"at epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s{beside}")
     return 0
 
 
@@ -142,6 +147,21 @@ def _evaluate(args) -> int:
 
     s = evaluate(args.run_dir, split=args.split, progress=not args.quiet)
     print(f"{training_task(s['task']).headline(s)}  -> {args.run_dir}/eval")
+
+
+def _explain(args) -> int:
+    from kerasmed.run import load_run
+
+    load_run(args.run_dir)
+    import_tensorflow()
+    from kerasmed.explain_run import explain_run
+
+    table = explain_run(args.run_dir, args.images, args.output, layer=args.layer,
+                        occlusion=not args.no_occlusion, progress=not args.quiet)
+    out = args.output or f"{args.run_dir}/explain"
+    print(f"explained {len(table)} image(s): Grad-CAM{'' if args.no_occlusion else ' and occlusion'} "
+          f"maps and explain.csv -> {out}")
+    return 0
 
 
 def _check_data(args) -> int:
@@ -231,6 +251,19 @@ def register_builtin(sub) -> None:
     p.add_argument("run_dir", help="a finished training run folder")
     p.add_argument("--split", choices=("train", "val", "test"), help="default: evaluation.split")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("explain", help="Grad-CAM and occlusion maps of a classifier on images",
+                       description="Run a classifier run's model on image files (read and "
+                       "preprocessed as in evaluation) and write a Grad-CAM overlay per image, an "
+                       "occlusion-sensitivity overlay (a model-agnostic check) and explain.csv "
+                       "with each map's peak.")
+    p.add_argument("run_dir", help="a finished classification run folder")
+    p.add_argument("images", nargs="+", help="image files (or DICOM series folders)")
+    p.add_argument("--layer", help="Grad-CAM layer (default: the last convolutional layer with "
+                   "a spatial size over 1)")
+    p.add_argument("--output", help="output folder (default: <run_dir>/explain)")
+    p.add_argument("--no-occlusion", action="store_true", help="Grad-CAM only")
+    p.set_defaults(func=_explain)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -75,7 +75,8 @@ def conv_layer_names(model: keras.Model) -> list[str]:
 
 
 def default_cam_layer(model: keras.Model) -> str:
-    """The layer Grad-CAM uses when none is named: the last 4D feature map larger than 1x1.
+    """The layer Grad-CAM uses when none is named: the last 4D feature map larger than 1x1 that
+    is not a pooling layer.
 
     The last convolutional map holds the most class-specific features (the reason Grad-CAM
     chose it), but a map reduced to 1x1 can no longer say where anything is. A spatial size
@@ -88,7 +89,10 @@ def default_cam_layer(model: keras.Model) -> str:
         h, w = layer.output.shape[1:3]
         return h is None or w is None or h * w > 1
 
-    candidates = [p for p, layer in _feature_layers(model) if larger_than_1x1(layer)]
+    # Not a pooling layer: pooling halves the map's resolution and adds nothing to explain (the
+    # usual choice is the last convolution's activation, e.g. `block3_relu`, not `block3_pool`).
+    candidates = [p for p, layer in _feature_layers(model) if larger_than_1x1(layer)
+                  and not isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))]
     if not candidates:
         raise ConfigError(
             "Grad-CAM needs a layer with a 4D (N, h, w, c) output larger than 1x1. Received: a "

@@ -307,7 +307,7 @@ def plot_histograms(histograms: dict[str, list[tuple[np.ndarray, np.ndarray]]], 
 
 def training_cases(config: Config, skip_bad: bool = False, progress: bool = True,
                    write_report: bool = True) -> pd.DataFrame:
-    """The cases a segmentation run trains on.
+    """The cases a run trains on.
 
     Without `skip_bad`, the dataset as `read_manifest` reads it (its first problem is an error;
     an unreadable file fails later, in the cache). With it, `check_dataset` runs first, its report
@@ -321,18 +321,20 @@ def training_cases(config: Config, skip_bad: bool = False, progress: bool = True
         write_report: write the check report and print the skipped count (the chief worker).
 
     Raises:
-        DataError: if the dataset has no masks (e.g. an ImageFolder tree), or, with `skip_bad`,
-            no `train` or no `val` case is left.
+        DataError: if the dataset lacks a column the task needs (`TrainingTask.required_columns`,
+            e.g. masks for segmentation, which an ImageFolder tree has not), or, with
+            `skip_bad`, no `train` or no `val` case is left.
     """
+    from kerasmed.tasks import training_task
+
     d = config.data
-    # First: no check or file read helps a dataset without masks. (An empty mask cell is a
-    # problem of its case, which `skip_bad` skips.)
+    # First: no check or file read helps a dataset without the task's targets. (An empty mask
+    # cell is a problem of its case, which `skip_bad` skips.)
     columns = list(discover_dataset(d.root, d.manifest, d).cases.columns)
-    if "mask_path" not in columns:
-        raise DataError(
-            f"Training a segmentation model needs a mask per case (`data.columns.mask`; an "
-            f"ImageFolder tree has none). Received: data.format={d.format}, columns={columns}"
-        )
+    task = training_task(config.task)
+    for column, why in task.required_columns(config).items():
+        if column not in columns:
+            raise DataError(f"{why}. Received: data.format={d.format}, columns={columns}")
     if not skip_bad:
         return dataset_manifest(config)
     report = check_dataset(config, progress)

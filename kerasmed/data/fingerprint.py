@@ -74,8 +74,8 @@ def dataset_fingerprint(cases: Sequence, seed: int = 0, samples_per_case: int = 
     Raises:
         ConfigError: if `samples_per_case` is not a positive integer.
 
-    A dataset without any foreground voxel gets `foreground_voxels` 0 and no other foreground
-    statistic; `ct_normalization` then refuses it.
+    A dataset without any foreground voxel (or without masks) gets `foreground_voxels` 0 and no
+    other foreground statistic; `ct_normalization` then refuses it.
     """
     if isinstance(samples_per_case, bool) or not isinstance(samples_per_case, int) \
             or samples_per_case < 1:
@@ -88,9 +88,10 @@ def dataset_fingerprint(cases: Sequence, seed: int = 0, samples_per_case: int = 
     fg_voxels = image_voxels = 0
     for case in cases:
         rng = np.random.default_rng([seed, zlib.crc32(str(case.case_id).encode())])
-        values, n = _sample(case.image, np.asarray(case.mask) > 0, samples_per_case, rng)
-        foreground.append(values)
-        fg_voxels += n
+        if case.mask is not None:  # a case without a mask (classification) has no foreground
+            values, n = _sample(case.image, np.asarray(case.mask) > 0, samples_per_case, rng)
+            foreground.append(values)
+            fg_voxels += n
         values, n = _sample(case.image, None, samples_per_case, rng)
         image.append(values)
         image_voxels += n

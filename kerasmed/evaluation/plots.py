@@ -23,11 +23,12 @@ def _save(fig, path: Path) -> None:
         plt.close(fig)
 
 
-def plot_training_curves(log_csv: Path, path: Path) -> None:
-    """Loss and Dice per epoch, training and validation, from Keras' CSVLogger file."""
+def plot_training_curves(log_csv: Path, path: Path, metric: str = "dice") -> None:
+    """Loss and the task's metric (`dice`, `auc`) per epoch, training and validation, from Keras'
+    CSVLogger file."""
     log = pd.read_csv(log_csv)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key in zip(axes, ("loss", "dice")):
+    for ax, key in zip(axes, ("loss", metric)):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in log:
                 ax.plot(log["epoch"] + 1, log[prefix + key], style, marker="o", ms=3,

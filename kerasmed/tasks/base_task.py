@@ -11,6 +11,8 @@ branch on its name:
   validation dataset;
 - `loss(config)`, `metrics(config)`, `monitor`: the loss, the training metrics, and the validation
   metric that checkpoints and early stopping watch;
+- `prepare_model`, `second_phase_epochs`, `enter_second_phase`: a two-phase schedule (transfer
+  learning: frozen backbone, then the top blocks fine-tuned at a lower learning rate);
 - `evaluate(run_dir, config, cases, split, progress)`: the evaluation metrics, baseline and plots,
   written into `<run_dir>/eval/`;
 - `export_arguments(config, run_dir)`, `export_model(model, config, run_dir)`: class names and
@@ -49,6 +51,10 @@ class TrainingTask(ABC):
 
     def check_config(self, config) -> None:  # noqa: B027 - most tasks have no extra rule
         """Raise ConfigError naming the keys of a config this task cannot train."""
+
+    def required_columns(self, config) -> dict[str, str]:
+        """Canonical manifest columns training needs, each with the sentence of its error."""
+        return {}
 
     @abstractmethod
     def model_arguments(self, config) -> dict[str, Any]:
@@ -91,6 +97,22 @@ class TrainingTask(ABC):
                  created_by: str = "kerasmed generate") -> Path:
         """Write (or reuse) the task's synthetic dataset (`synthetic:` keys) into `root`; returns
         its manifest (or ImageFolder root)."""
+
+    def training_baseline(self, config, train_cases, val_cases, manifest) -> dict[str, Any] | None:
+        """The task's baseline fitted on the cached training cases and scored on the validation
+        cases, for the training summary (None: the task scores its baseline in `evaluate`)."""
+        return None
+
+    def prepare_model(self, model, config) -> None:  # noqa: B027 - most tasks change nothing
+        """Adjust a freshly built model before it is compiled (default: nothing)."""
+
+    def second_phase_epochs(self, model, config) -> int:
+        """Epochs of a second training phase after `training.epochs` (default: none)."""
+        return 0
+
+    def enter_second_phase(self, model, config) -> float:
+        """Switch `model` to the second phase; returns its learning rate."""
+        raise NotImplementedError(f"task {self.name} has no second training phase")
 
     def export_model(self, model, config, run_dir: Path):
         """The model the bundle ships (default: the run's model as trained)."""

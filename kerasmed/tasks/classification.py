@@ -156,6 +156,18 @@ class ClassificationTraining(TrainingTask):
                 f"{m.num_classes}, model.class_names={list(m.class_names)}"
             )
 
+    def generate(self, config, root, progress=True, overwrite=False, created_by="kerasmed generate"):
+        from kerasmed.data.synthetic_patches import generate_patch_dataset
+
+        s = config.synthetic
+        return generate_patch_dataset(
+            root, num_volumes=s.num_cases, patches_per_volume=s.patches_per_case,
+            patch_size=config.preprocessing.size[1], context=config.model.context_slices,
+            seed=s.seed, split_fractions=s.split_fractions, shape=s.shape, progress=progress,
+            format="png" if config.data.format == "imagefolder" else "nifti",
+            overwrite=overwrite, created_by=created_by,
+        )
+
     def model_arguments(self, config) -> dict[str, Any]:
         m = config.model
         extra = {k: getattr(m, k) for k in ("backbone", "weights") if getattr(m, k) is not None}
@@ -239,10 +251,37 @@ class ClassificationTraining(TrainingTask):
         return evaluate_classifier(self, run_dir, config, cases, split, progress)
 
     def headline(self, summary) -> str:
-        low, high = summary["auc_ci"]
+        if summary["auc_ci"] is not None:
+            interval = "(95% CI {:.3f}-{:.3f})".format(*summary["auc_ci"])
+        else:  # several outputs: the mean of their AUCs (each has its own CI in summary.json)
+            interval = f"(macro over {len(summary['outputs'])} outputs)"
         return (f"model AUC ({summary['split']}, {summary['cases']} cases): {summary['auc']:.3f} "
-                f"(95% CI {low:.3f}-{high:.3f})   histogram baseline AUC: "
+                f"{interval}   histogram baseline AUC: "
                 + ("n/a" if summary.get("baseline_auc") is None else f"{summary['baseline_auc']:.3f}"))
+
+    def training_baseline(self, config, train_cases, val_cases, manifest):
+        from kerasmed.tasks.classification_eval import histogram_baseline_auc
+
+        x_train, y_train = case_arrays(config, train_cases, manifest)
+        x_val, y_val = case_arrays(config, val_cases, manifest)
+        auc, what = histogram_baseline_auc(config, x_train, y_train, x_val, y_val)
+        return {"name": what, "val_auc": auc}
+
+    def prepare_model(self, model, config) -> None:
+        # A pretrained backbone (a local weights file) starts frozen: phase 1 trains the head.
+        if _has_backbone(model) and config.model.weights is not None:
+            from kerasmed.models.transfer import freeze_backbone
+
+            freeze_backbone(model)
+
+    def second_phase_epochs(self, model, config) -> int:
+        return config.classification.fine_tune_epochs if _has_backbone(model) else 0
+
+    def enter_second_phase(self, model, config) -> float:
+        from kerasmed.models.transfer import unfreeze_top_blocks
+
+        unfreeze_top_blocks(model, config.classification.fine_tune_blocks)
+        return config.classification.fine_tune_learning_rate
 
     def export_arguments(self, config, run_dir) -> dict[str, Any]:
         from kerasmed.run import read_json
@@ -265,6 +304,10 @@ class ClassificationTraining(TrainingTask):
 
     def parity_truth(self, row, config):
         return targets(row, config)[0]
+
+
+def _has_backbone(model) -> bool:
+    return any(layer.name == "backbone" for layer in model.layers)
 
 
 def _augment(image, seed, a, turns: bool):

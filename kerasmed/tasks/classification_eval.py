@@ -84,16 +84,23 @@ def _predict(task, run_dir, config, cases, split, progress):
     return np.concatenate(probs).astype(np.float64), np.concatenate(inputs)
 
 
-def _baseline(config, x_eval, y_eval, activation) -> tuple[float | None, str]:
-    """The histogram baseline fitted on the training split, scored on `x_eval`."""
+def _baseline(config, x_eval, y_eval) -> tuple[float | None, str]:
+    """The histogram baseline fitted on the training split (from the cache), scored on `x_eval`."""
     from kerasmed.data.cache import load_cache
     from kerasmed.data.manifest import dataset_manifest
-    from kerasmed.evaluation.histogram_baseline import HistogramBaseline
     from kerasmed.tasks.classification import case_arrays
     from kerasmed.training.inputs import cache_for
 
     manifest = dataset_manifest(config)
     x_train, y_train = case_arrays(config, load_cache(cache_for(config, False), "train"), manifest)
+    return histogram_baseline_auc(config, x_train, y_train, x_eval, y_eval)
+
+
+def histogram_baseline_auc(config, x_train, y_train, x_eval, y_eval) -> tuple[float | None, str]:
+    """AUC (macro over outputs) of logistic regression on HU histograms, and what it is."""
+    from kerasmed.evaluation.histogram_baseline import HistogramBaseline
+
+    activation = activation_of(config)
     labels = np.argmax(y_train, 1) if activation == "softmax" else (
         y_train if y_train.shape[1] > 1 else y_train[:, 0])
     try:
@@ -167,7 +174,7 @@ def evaluate_classifier(task, run_dir: Path, config, cases: pd.DataFrame, split:
 
     ece_before, bins_before = ece(raw)
     ece_after, bins_after = ece(probs) if temperature is not None else (None, None)
-    baseline_auc, baseline = _baseline(config, x, y, activation)
+    baseline_auc, baseline = _baseline(config, x, y)
     binary = len(per_output) == 1
     main = per_output[0] if binary else None
     summary = {
@@ -208,7 +215,7 @@ def evaluate_classifier(task, run_dir: Path, config, cases: pd.DataFrame, split:
         _confusion_plot(y, probs, activation, summary, config, out / "confusion.png")
         plot_calibration(bins_before, bins_after, ece_before, ece_after, out / "calibration.png")
         if (run_dir / "training_log.csv").is_file():
-            plot_training_curves(run_dir / "training_log.csv", out / "training_curves.png")
+            plot_training_curves(run_dir / "training_log.csv", out / "training_curves.png", "auc")
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         (out / "report.md").write_text(_report(summary, task.headline(summary)))
     return summary

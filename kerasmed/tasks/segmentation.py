@@ -61,6 +61,10 @@ class SegmentationTraining(TrainingTask):
                                 split_fractions=s.split_fractions, progress=progress,
                                 overwrite=overwrite, created_by=created_by)
 
+    def required_columns(self, config) -> dict[str, str]:
+        return {"mask_path": "Training a segmentation model needs a mask per case "
+                             "(`data.columns.mask`; an ImageFolder tree has none)"}
+
     def model_arguments(self, config) -> dict[str, Any]:
         m = config.model
         return {"input_shape": (None, None, m.context_slices), "num_classes": m.num_classes}

@@ -123,6 +123,7 @@ def build_compiled_model(config: Config, fingerprint: dict | None = None) -> ker
         ct_normalization=ct,
         name=config.name.replace("-", "_"),
     )
+    task.prepare_model(model, config)  # e.g. a pretrained backbone frozen for phase 1
     t = config.training
     # Cosine decay over the whole step budget: the last epochs at a small learning rate settle the
     # weights and BatchNorm statistics, so the result depends on the budget, not on when a noisy
@@ -249,7 +250,8 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
                 summary = _fit(config, strategy, model, run_dir, out, state, data, progress and chief)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    summary.update(dtype_policy=policy, chief=chief, worker=worker, fingerprint=fingerprint)
+    summary.update(dtype_policy=policy, chief=chief, worker=worker, fingerprint=fingerprint,
+                   baseline=training_task(config.task).training_baseline(config, *data[1:]))
     if chief:
         atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2))
         # Last: until the run is complete, its backup is what a restart resumes from.
@@ -278,6 +280,16 @@ def _build(config: Config, strategy, fingerprint: dict) -> keras.Model:
     if is_multi_worker(strategy):
         enable_multi_worker_fit(model, strategy, training_task(config.task).input_signature(config))
     return model
+
+
+def _enter_second_phase(task, model: keras.Model, config: Config, strategy) -> None:
+    """Switch to the task's phase 2 (e.g. unfreeze the top blocks) and recompile at its learning
+    rate, keeping the loss and metrics."""
+    learning_rate = task.enter_second_phase(model, config)
+    with strategy.scope():
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=model.loss,
+                      metrics=task.metrics(config))
+    print(f"phase 2: fine-tuning at learning rate {learning_rate:g}", flush=True)
 
 
 def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path, state: dict | None,
@@ -330,20 +342,36 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
             examples_per_step=global_batch, metadata={"config": resume_fingerprint(config)},
         ),
     ]
+    # Phase 2 (the task's, e.g. fine-tuning the top of a pretrained backbone) runs `extra` epochs
+    # after `training.epochs`; a run resumed inside it is switched to it before its backup loads.
+    extra = task.second_phase_epochs(model, config)
+    if extra and initial_epoch >= t.epochs:
+        _enter_second_phase(task, model, config, strategy)
+    total = t.epochs + extra
     # A backup taken as training stopped (early stopping, time limit) only needs finishing.
-    epochs = initial_epoch if state and state.get("stop_training") else t.epochs
+    stopped = bool(state and state.get("stop_training"))
     start = time.monotonic()
-    try:
+
+    def fit(first: int, last: int) -> None:
+        csv_log.initial_epoch = first  # phase 2 appends to phase 1's rows
         model.fit(
             strategy.distribute_datasets_from_function(shard_dataset),
             validation_data=strategy.experimental_distribute_dataset(val_ds),
-            epochs=epochs,
-            initial_epoch=initial_epoch,
+            epochs=last,
+            initial_epoch=first,
             shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a Dataset
             steps_per_epoch=t.steps_per_epoch,
             callbacks=callbacks,
             verbose=(1 if sys.stdout.isatty() else 2) if progress else 0,
         )
+
+    try:
+        if initial_epoch < t.epochs or not extra:
+            fit(initial_epoch, initial_epoch if stopped else t.epochs)
+        if extra and not stopped and not (limit and limit.stopped):
+            if initial_epoch < t.epochs:
+                _enter_second_phase(task, model, config, strategy)
+            fit(max(initial_epoch, t.epochs), total)
     finally:
         csv_log.close()
     seconds = time.monotonic() - start
@@ -355,6 +383,7 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
         as_float32(model).save(tmp)
     return {
         **_summarize_log(_read_log(out / "training_log.csv"), monitor, mode),
+        "monitor": monitor,
         "resumed_from_epoch": initial_epoch if state else None,
         "strategy": type(strategy).__name__,
         "replicas": replicas,

@@ -38,6 +38,13 @@ def test_recorded_data_root_is_relative_to_the_bundle_folder(tmp_path):
     assert recorded_data_root(_bundle(bundle, {"data_root": str(data)}), bundle) == data
     with pytest.raises(DataError, match=r"does not record its validation data; pass --data"):
         recorded_data_root(_bundle(bundle, {"data_root": None}), bundle)
+    # An ImageFolder tree has no manifest file: its folder is the dataset.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    assert recorded_data_root(_bundle(bundle, {"data_root": "../../../tree"}), bundle, None).resolve() \
+        == tree.resolve()
+    with pytest.raises(DataError, match=r"holds no ImageFolder tree there"):
+        recorded_data_root(_bundle(bundle, {"data_root": "../../../gone"}), bundle, None)
     moved = tmp_path / "device" / "bundle"
     with pytest.raises(DataError, match=r"records its validation data at `\.\./\.\./\.\./data` "
                        r"relative to the bundle folder, which holds no manifest\.csv.*pass --data"):
