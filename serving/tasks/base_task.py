@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from serving.errors import ConfigError
 from serving.image import Image
 from serving.preprocessing import PreprocessRecord
 from serving.runners.base_runner import Runner
@@ -81,6 +82,21 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.5f}"
     return str(value)
+
+
+def check_class_names(class_names, channels: int, what: str) -> None:
+    """One output channel is named by its positive class, optionally preceded by the negative
+    (background) one; C channels by C names.
+
+    Raises:
+        ConfigError: naming `what` (e.g. "a classifier with 3 output(s)") and the names received.
+    """
+    allowed = (1, 2) if channels == 1 else (channels,)
+    if not all(isinstance(c, str) for c in class_names) or len(class_names) not in allowed:
+        raise ConfigError(
+            f"`class_names` must be {' or '.join(map(str, allowed))} strings for {what}. "
+            f"Received: class_names={list(class_names)}"
+        )
 
 
 class RuntimeTask(ABC):

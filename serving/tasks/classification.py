@@ -31,7 +31,7 @@ from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.metrics import macro_auc, roc_auc
 from serving.preprocessing import preprocess
-from serving.tasks.base_task import Agreement, CaseInputs, RuntimeTask
+from serving.tasks.base_task import Agreement, CaseInputs, RuntimeTask, check_class_names
 
 ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -207,12 +207,7 @@ class Classification(RuntimeTask):
                 f"`postprocess['activation']` must be one of {ACTIVATIONS} (softmax needs C >= 2). "
                 f"Received: {activation!r} for {channels} output(s)"
             )
-        allowed = (1, 2) if channels == 1 else (channels,)
-        if not all(isinstance(c, str) for c in class_names) or len(class_names) not in allowed:
-            raise ConfigError(
-                f"`class_names` must be {' or '.join(map(str, allowed))} strings for a classifier "
-                f"with {channels} output(s). Received: class_names={list(class_names)}"
-            )
+        check_class_names(class_names, channels, f"a classifier with {channels} output(s)")
         temperature = postprocess.get("temperature", 1.0)
         if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
             raise ConfigError(

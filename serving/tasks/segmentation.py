@@ -18,7 +18,7 @@ from serving.image import Image
 from serving.inference import probs_to_mask, slice_batches
 from serving.metrics import mean_dice
 from serving.preprocessing import invert, preprocess
-from serving.tasks.base_task import Agreement, CaseInputs, RuntimeTask
+from serving.tasks.base_task import Agreement, CaseInputs, RuntimeTask, check_class_names
 
 
 def _context(bundle) -> int:
@@ -115,12 +115,7 @@ class Segmentation(RuntimeTask):
                 "A segmentation model must output (N, H, W, C) probabilities. "
                 f"Received: output shape {list(shape)}"
             )
-        allowed = (1, 2) if channels == 1 else (channels,)
-        if not all(isinstance(c, str) for c in class_names) or len(class_names) not in allowed:
-            raise ConfigError(
-                f"`class_names` must be {' or '.join(map(str, allowed))} strings for a model with "
-                f"{channels} output channel(s). Received: class_names={list(class_names)}"
-            )
+        check_class_names(class_names, channels, f"a model with {channels} output channel(s)")
         min_voxels = postprocess.get("min_component_voxels", 0)
         if not (isinstance(min_voxels, int) and min_voxels >= 0):
             raise ConfigError(
