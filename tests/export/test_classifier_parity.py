@@ -88,3 +88,14 @@ def test_registered_classifier_exports_and_passes_parity(tmp_path, name, kwargs,
         if truths[0][2] is not None:
             assert artefact.task_summary["auc_drop"] == pytest.approx(0.0, abs=1e-6)
     assert len(result.foreground_cases) >= 1  # informative golden cases: a positive decision
+    # On a device: the task's result, never a mask (serving.predict, the successor of predict_image).
+    from serving.bundle import load_bundle
+    from serving.predict import predict
+
+    loaded = load_bundle(bundle)
+    answer = predict(loaded, cases[0][1], artefact="onnx")
+    keras_probs = runtime_task("classification").apply(loaded.runner("keras"), cases[0][1], loaded)[0]
+    assert set(answer) == {"labels", "probabilities", "threshold", "activation"}
+    assert np.allclose(sorted(answer["probabilities"].values()), sorted(keras_probs[-len(
+        answer["probabilities"]):].tolist()), atol=1e-4)
+    assert all(label in classes for label in answer["labels"])
