@@ -25,6 +25,12 @@ SETS = ("--set", "preprocessing.target_spacing=[null,0.25,0.25]",
         "--set", "preprocessing.size=[null,64,64]")
 
 
+def _ctrl_c_default() -> None:
+    """A terminal's foreground job takes Ctrl-C; a test run as a background shell job (`cmd &`)
+    inherits SIGINT ignored, and so would the command it starts. Start it as the terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _args(data, cache, *extra):
     return ("preprocess", REPO / "configs" / "lung_nodule_seg_2d.yaml", "--set", f"data.root={data}",
             "--set", f"data.cache_dir={cache}", *SETS, *extra)
@@ -111,7 +117,8 @@ def test_a_stopped_build_leaves_only_whole_cases_and_a_rerun_reuses_them(many_ca
     sig = getattr(signal, stop.split()[0])
     proc = subprocess.Popen([str(KERASMED), "-q", *map(str, _args(many_cases, cache, "--workers", "2"))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as a shell job has
+                            start_new_session=True,  # its own process group, as a shell job has
+                            preexec_fn=_ctrl_c_default)
     try:
         deadline = time.monotonic() + 120
         while len(_finished(cache)) < 3:
@@ -146,7 +153,7 @@ def test_ctrl_c_while_the_workers_start_is_one_line(many_cases, tmp_path):
     # A worker still importing when Ctrl-C reached the group used to die with a traceback.
     proc = subprocess.Popen([str(KERASMED), "-q", *map(str, _args(many_cases, tmp_path, "--workers", "2"))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ctrl_c_default)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     try:
         deadline = time.monotonic() + 120
