@@ -28,6 +28,7 @@ import numpy as np
 
 from serving.errors import ConfigError
 from serving.image import Image
+from serving.inference import predict_batches
 from serving.preprocessing import PreprocessRecord
 from serving.runners.base_runner import Runner
 
@@ -112,8 +113,7 @@ class RuntimeTask(ABC):
 
     def run(self, runner: Runner, inputs: CaseInputs) -> np.ndarray:
         """The runner's outputs on every batch, joined along the batch axis (float32)."""
-        out = [np.asarray(runner.predict(batch), dtype=np.float32) for batch in inputs.batches]
-        return out[0] if len(out) == 1 else np.concatenate(out, axis=0)
+        return predict_batches(runner, inputs.batches)
 
     def apply(self, runner: Runner, image: Image, bundle, batch_size: int = 8) -> np.ndarray:
         """The model's raw output on `image`."""
