@@ -12,12 +12,22 @@ What a file becomes:
   calibrated, see PixelSpacingCalibrationType), else ImagerPixelSpacing (at the detector front
   plane, not corrected for geometric magnification), else 1.0 flagged as assumed
   (`metadata["spacing_source"] == "assumed"`). `metadata["pixel_spacing_tag"]` names the tag used.
+  A spacing tag holding two numbers that are zero, negative or not finite (`0.000\\0.000` is what
+  equipment writes when it does not know) is read as absent, with a note: a slice whose
+  PixelSpacing is unknown is therefore read as such a 2D image, without patient geometry.
 - **an enhanced multi-frame object** (Enhanced CT/MR/PET..., a PerFrameFunctionalGroupsSequence):
   a 3D image of its frames sorted along the normal. Each frame's PlanePositionSequence,
   PlaneOrientationSequence and PixelMeasuresSequence are taken from its per-frame functional group,
   else from the shared one; its PixelValueTransformationSequence (per-frame or shared) gives the
   rescale, else the top-level RescaleSlope/Intercept. Frames must form one stack: several stacks
-  (echoes, time points) share positions and are refused.
+  (echoes, time points) share positions and are refused, as are frames lacking a position that
+  others have.
+- **a multi-frame object without per-frame functional groups** (an enhanced object whose
+  PerFrameFunctionalGroupsSequence was stripped, a legacy multi-frame secondary capture or cine):
+  `(frames, rows, cols)` without patient geometry, as a colour cine is: origin 0, the default
+  direction, the frame axis spacing 1.0 assumed, in-plane spacing from a surviving
+  SharedFunctionalGroupsSequence's PixelMeasuresSequence, else as for a radiograph; rescale from
+  the shared PixelValueTransformationSequence, else the top-level tags. A note says so.
 
 - **a colour image** (SamplesPerPixel 3 in RGB or a YBR colour space, or PALETTE COLOR: secondary
   captures, ultrasound, photographs, slides): RGB values with a trailing channel axis,
@@ -52,6 +62,7 @@ from serving.io.base_dicom import (
     decode,
     has_plane_geometry,
     is_colour,
+    known_spacing,
     metadata,
     modality_values,
     non_image,
@@ -84,15 +95,17 @@ def read_dicom_file(
 
     Returns:
         An `Image` of float32 values (rescale applied, MONOCHROME1 inverted): `(1, rows, cols)`
-        for a slice, `(rows, cols)` for a radiograph, `(frames, rows, cols)` for an enhanced
-        multi-frame object; allow-listed metadata (see `serving.deid`) with `notes` when
-        something was assumed.
+        for a slice, `(rows, cols)` for a radiograph, `(frames, rows, cols)` for a multi-frame
+        object; allow-listed metadata (see `serving.deid`) with `notes` when something was
+        assumed.
 
     Raises:
         DataError: if the file is missing, not DICOM, not an image object (SR, presentation
-            state...), colour, truncated, compressed with no decoder installed (naming the
-            transfer syntax and the package), a legacy multi-frame object without functional
-            groups, or its geometry or rescale tags are damaged.
+            state...), truncated, compressed with no decoder installed (naming the transfer
+            syntax and the package), its geometry or rescale tags are damaged (a spacing of two
+            numbers that are zero, negative or not finite is not damage, see the module
+            docstring), or the per-frame functional groups of an enhanced object are
+            inconsistent (a frame lacking a position, two frames at one position).
         ConfigError: if `allow` names something other than plain-valued DICOM keywords.
 
     Example:
@@ -144,15 +157,16 @@ def image_from_dataset(
     if monochrome1:
         notes.append(MONOCHROME1_NOTE)
     frames = _integer(ds, "NumberOfFrames", path, 1)
-    if "PerFrameFunctionalGroupsSequence" in ds:
+    # A sequence present but empty carries no more than a stripped (deleted) one.
+    if _value(ds, "PerFrameFunctionalGroupsSequence", path):
         planes = _frame_planes(ds, path, name, frames, monochrome1)
     elif frames > 1:
-        raise DataError(
-            f"A multi-frame DICOM must be an enhanced object (PerFrameFunctionalGroupsSequence "
-            f"giving each frame's position) to be read as a volume; `{path}` is not. "
-            f"Received: NumberOfFrames={frames} without functional groups"
-        )
-    elif modality not in PROJECTION_MODALITIES and has_plane_geometry(ds, path):
+        return _frame_stack(ds, path, modality, frames, monochrome1, notes, allow)
+    elif (
+        modality not in PROJECTION_MODALITIES
+        and has_plane_geometry(ds, path)
+        and known_spacing(ds, "PixelSpacing", path)[0] is not None
+    ):
         planes = [slice_plane(ds, path, name)]
     else:
         return _projection(ds, path, modality, monochrome1, notes, allow)
@@ -170,8 +184,10 @@ def _projection(
     values = modality_values(decode(ds, path)[0], ds, path, monochrome1)
     spacing, extra = _pixel_spacing(ds, path, notes)
     if modality not in PROJECTION_MODALITIES:
-        tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+        tags = ("ImagePositionPatient", "ImageOrientationPatient")
         missing = [tag for tag in tags if _value(ds, tag, path) in (None, "")]
+        if extra.get("pixel_spacing_tag") != "PixelSpacing":
+            missing.append("usable PixelSpacing")
         notes.append(f"no {' or '.join(missing)}: read as a 2D image without patient geometry")
     meta = {**metadata(ds, path, 1, notes, allow), **extra}
     return Image(values, spacing, modality=modality, metadata=meta)
@@ -190,18 +206,28 @@ def _colour(ds, path: Path, modality: str, notes: list[str], allow: Sequence[str
     else:
         array = pixels
         notes.append(f"{pixels.shape[0]} colour frames stacked on axis 0 without patient geometry")
-        assumed = [0] + ([1, 2] if extra.get("spacing_source") == "assumed" else [])
-        extra.pop("spacing_source", None)
-        spacing, extra["spacing_assumed_axes"] = (1.0, *spacing), assumed
+        spacing, extra = _frame_axis(spacing, extra)
     meta = {**metadata(ds, path, pixels.shape[0], notes, allow), **extra}
     return Image(array, spacing, modality=modality, metadata=meta, channels=3)
 
 
+def _frame_axis(spacing: tuple[float, float], extra: dict) -> tuple[tuple[float, ...], dict]:
+    """Spacing and metadata of frames stacked on axis 0 without positions: the frame axis is 1.0
+    and assumed, the in-plane axes assumed too when `extra` says their spacing was."""
+    extra = dict(extra)
+    assumed = [0] + ([1, 2] if extra.pop("spacing_source", None) == "assumed" else [])
+    return (1.0, *spacing), {**extra, "spacing_assumed_axes": assumed}
+
+
 def _pixel_spacing(ds, path: Path, notes: list[str]) -> tuple[tuple[float, float], dict]:
-    """In-plane spacing of a 2D image: PixelSpacing, else ImagerPixelSpacing, else 1.0 assumed;
-    and the metadata saying which (`pixel_spacing_tag`, or `spacing_source` "assumed")."""
-    pixel = _numbers(ds, "PixelSpacing", path, 2, positive=True)
-    imager = _numbers(ds, "ImagerPixelSpacing", path, 2, positive=True)
+    """In-plane spacing of an image without patient geometry: PixelSpacing, else
+    ImagerPixelSpacing, else 1.0 assumed; and the metadata saying which (`pixel_spacing_tag`, or
+    `spacing_source` "assumed"). A tag holding zero, negative or non-finite numbers is read as
+    absent (`known_spacing`), and the one note appended says so."""
+    pixel, pixel_unknown = known_spacing(ds, "PixelSpacing", path)
+    imager, imager_unknown = known_spacing(ds, "ImagerPixelSpacing", path)
+    unknown = "; ".join(why for why in (pixel_unknown, imager_unknown) if why)
+    ignored = f"; {unknown}: ignored" if unknown else ""
     extra: dict = {}
     if pixel:
         spacing, extra["pixel_spacing_tag"] = pixel, "PixelSpacing"
@@ -210,17 +236,70 @@ def _pixel_spacing(ds, path: Path, notes: list[str]) -> tuple[tuple[float, float
                 f"PixelSpacing {list(pixel)} (in the patient) used; ImagerPixelSpacing "
                 f"{list(imager)} (at the detector) differs"
             )
+        elif unknown:
+            notes.append(f"spacing from PixelSpacing{ignored}")
     elif imager:
         spacing, extra["pixel_spacing_tag"] = imager, "ImagerPixelSpacing"
         notes.append(
             "spacing from ImagerPixelSpacing: at the detector, not corrected for geometric "
-            "magnification"
+            f"magnification{ignored}"
         )
+    elif unknown:
+        spacing = (1.0, 1.0)
+        extra["spacing_source"] = "assumed"
+        notes.append(f"{unknown}: spacing assumed to be 1.0 per pixel")
     else:
         spacing = (1.0, 1.0)
         extra["spacing_source"] = "assumed"
         notes.append("no PixelSpacing or ImagerPixelSpacing: spacing set to 1.0 per pixel")
     return tuple(spacing), extra
+
+
+def _frame_stack(
+    ds, path: Path, modality: str, frames: int, monochrome1: bool, notes: list[str], allow: Sequence[str]
+) -> Image:
+    """A multi-frame greyscale file without per-frame functional groups, as `(frames, rows, cols)`
+    without patient geometry: there is no position to place or order the frames by.
+
+    Raises:
+        DataError: as `decode`, if the pixel data does not hold NumberOfFrames frames, or a
+            surviving shared functional group is damaged.
+    """
+    stored = decode(ds, path)
+    if stored.shape[0] != frames:
+        raise DataError(
+            f"The pixel data of `{path}` must hold NumberOfFrames ({frames}) frames. "
+            f"Received: {stored.shape[0]}"
+        )
+    shared = (_value(ds, "SharedFunctionalGroupsSequence", path) or [None])[0]
+
+    def shared_item(keyword: str):
+        items = _value(shared, keyword, path) if shared is not None else None
+        return items[0] if items else None
+
+    transform, measures = (shared_item(k) for k in ("PixelValueTransformationSequence",
+                                                     "PixelMeasuresSequence"))
+    rescale = rescale_of(transform, path) if transform is not None else None
+    array = np.empty(stored.shape, np.float32)
+    for i, frame in enumerate(stored):
+        array[i] = modality_values(frame, ds, path, monochrome1, rescale)
+    in_plane, unknown = known_spacing(measures, "PixelSpacing", path) if measures else (None, "")
+    if in_plane:
+        spacing, extra = in_plane, {"pixel_spacing_tag": "PixelSpacing"}
+        source = "the shared PixelMeasuresSequence"
+    else:
+        spacing, extra = _pixel_spacing(ds, path, notes)
+        source = f"the top-level tags{f' ({unknown} in the shared group)' if unknown else ''}"
+    kind = sop_class(ds, path)[1] or "multi-frame image"
+    notes.append(
+        f"{kind} without per-frame functional groups: {frames} frames stacked on axis 0 without "
+        f"patient geometry (origin 0, default direction, frame spacing 1.0 assumed); in-plane "
+        f"spacing from {source}; rescale from "
+        f"{'the shared PixelValueTransformationSequence' if rescale else 'the top-level tags'}"
+    )
+    spacing, extra = _frame_axis(spacing, extra)
+    meta = {**metadata(ds, path, frames, notes, allow), **extra}
+    return Image(array, spacing, modality=modality, metadata=meta)
 
 
 def _frame_planes(ds, path: Path, name: str, frames: int, monochrome1: bool) -> list[Plane]:

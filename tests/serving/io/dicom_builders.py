@@ -5,8 +5,10 @@ files made with pydicom (expected values are computed from pydicom, never from t
 import numpy as np
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     generate_uid,
 )
@@ -76,6 +78,49 @@ def _assert_no_phi(image):
 def _frame(normal, row, col):
     """Direction matrix in the reader's convention: columns normal, column and row cosines."""
     return np.stack([normal, col, row], axis=1)
+
+
+def _rotation():
+    a, b = np.deg2rad(25.0), np.deg2rad(-40.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx  # columns: row cosines, column cosines, normal (= row x column)
+
+
+def _item(**tags):
+    item = Dataset()
+    for keyword, value in tags.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _enhanced_mr(path, stored, positions, orientation, slopes, intercepts, *, per_frame_orientation=False):
+    """An Enhanced MR Image object: shared PixelMeasures (and orientation), per-frame position and
+    PixelValueTransformation."""
+    ds = _image_dataset("MR", stored, bits_stored=12, signed=False, ImageType=["ORIGINAL", "PRIMARY",
+                        "M", "NONE"], NumberOfFrames=len(stored), InstanceNumber=1,
+                        ContentDate="20240101", ContentTime="120000", AcquisitionContrast="T1",
+                        PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+                        VolumeBasedCalculationTechnique="NONE", BurnedInAnnotation="NO")
+    iop = [f"{v:.10f}" for v in orientation]
+    shared = _item(PixelMeasuresSequence=Sequence([_item(PixelSpacing=["0.6", "0.7"],
+                                                         SliceThickness="2.0")]))
+    if not per_frame_orientation:
+        shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=iop)])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k, (position, slope, intercept) in enumerate(zip(positions, slopes, intercepts)):
+        item = _item(
+            FrameContentSequence=Sequence([_item(DimensionIndexValues=[1, k + 1])]),
+            PlanePositionSequence=Sequence([_item(ImagePositionPatient=[f"{v:.10f}" for v in position])]),
+            PixelValueTransformationSequence=Sequence([_item(
+                RescaleSlope=str(slope), RescaleIntercept=str(intercept), RescaleType="US")]),
+        )
+        if per_frame_orientation:
+            item.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=iop)])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    return _save(ds, path, EnhancedMRImageStorage)
 
 
 # --- Shipped files: a CT slice, MR and its compressed twins -------------------------------------

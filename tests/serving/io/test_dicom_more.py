@@ -16,7 +16,6 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
-    EnhancedMRImageStorage,
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
 )
 
@@ -27,9 +26,11 @@ from tests.helpers import assert_allclose
 from tests.serving.io.dicom_builders import (
     _assert_no_phi,
     _decoder_available,
+    _enhanced_mr,
     _frame,
     _image_dataset,
     _rescaled,
+    _rotation,
     _save,
     _shipped,
 )
@@ -193,49 +194,6 @@ def test_modality_lut_sequence_with_monochrome1(tmp_path):
 # --- Enhanced multi-frame -----------------------------------------------------------------------
 
 
-def _rotation():
-    a, b = np.deg2rad(25.0), np.deg2rad(-40.0)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    return rz @ rx  # columns: row cosines, column cosines, normal (= row x column)
-
-
-def _item(**tags):
-    item = Dataset()
-    for keyword, value in tags.items():
-        setattr(item, keyword, value)
-    return item
-
-
-def _enhanced_mr(path, stored, positions, orientation, slopes, intercepts, *, per_frame_orientation=False):
-    """An Enhanced MR Image object: shared PixelMeasures (and orientation), per-frame position and
-    PixelValueTransformation."""
-    ds = _image_dataset("MR", stored, bits_stored=12, signed=False, ImageType=["ORIGINAL", "PRIMARY",
-                        "M", "NONE"], NumberOfFrames=len(stored), InstanceNumber=1,
-                        ContentDate="20240101", ContentTime="120000", AcquisitionContrast="T1",
-                        PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
-                        VolumeBasedCalculationTechnique="NONE", BurnedInAnnotation="NO")
-    iop = [f"{v:.10f}" for v in orientation]
-    shared = _item(PixelMeasuresSequence=Sequence([_item(PixelSpacing=["0.6", "0.7"],
-                                                         SliceThickness="2.0")]))
-    if not per_frame_orientation:
-        shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=iop)])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    frames = []
-    for k, (position, slope, intercept) in enumerate(zip(positions, slopes, intercepts)):
-        item = _item(
-            FrameContentSequence=Sequence([_item(DimensionIndexValues=[1, k + 1])]),
-            PlanePositionSequence=Sequence([_item(ImagePositionPatient=[f"{v:.10f}" for v in position])]),
-            PixelValueTransformationSequence=Sequence([_item(
-                RescaleSlope=str(slope), RescaleIntercept=str(intercept), RescaleType="US")]),
-        )
-        if per_frame_orientation:
-            item.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=iop)])
-        frames.append(item)
-    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
-    return _save(ds, path, EnhancedMRImageStorage)
-
-
 @pytest.mark.parametrize("per_frame_orientation", [False, True], ids=["shared", "per-frame"])
 def test_enhanced_mr_with_per_frame_geometry_and_rescale(tmp_path, per_frame_orientation):
     rotation = _rotation()
@@ -280,11 +238,23 @@ def test_enhanced_frame_without_position_is_refused(tmp_path):
         read_dicom_file(path)
 
 
-def test_legacy_multiframe_without_functional_groups_is_refused(tmp_path):
-    ds = _image_dataset("OT", np.zeros((3, 4, 4), int), NumberOfFrames=3)
+def test_legacy_multiframe_without_functional_groups_is_a_frame_stack_without_geometry(tmp_path):
+    # Once refused; now read as frames, as a colour cine is (issue 15: real-file quirks).
+    stored = np.arange(3 * 4 * 4).reshape(3, 4, 4) - 20
+    ds = _image_dataset("OT", stored, NumberOfFrames=3, RescaleSlope="2", RescaleIntercept="5")
     path = _save(ds, tmp_path / "sc.dcm", MultiFrameGrayscaleWordSecondaryCaptureImageStorage)
-    with pytest.raises(DataError, match=r"must be an enhanced object.*NumberOfFrames=3 without"):
-        read_image(path)
+    image = read_image(path)
+    assert image.shape == (3, 4, 4)
+    np.testing.assert_array_equal(image.array, _rescaled(pydicom.dcmread(path)).astype(np.float32))
+    assert image.spacing == (1.0, 1.0, 1.0) and image.assumed_spacing_axes == (0, 1, 2)
+    assert image.origin == (0.0, 0.0, 0.0)
+    assert [n for n in image.metadata["notes"] if "without per-frame functional groups" in n] == [
+        "Multi-frame Grayscale Word Secondary Capture Image Storage without per-frame functional "
+        "groups: 3 frames stacked on axis 0 without patient geometry (origin 0, default direction, "
+        "frame spacing 1.0 assumed); in-plane spacing from the top-level tags; rescale from the "
+        "top-level tags"
+    ]
+    _assert_no_phi(image)
 
 
 # --- Series: non-unit slope, study folders, gaps, duplicates, orientation -------------------------
