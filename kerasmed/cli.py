@@ -176,12 +176,14 @@ def _check_data(args) -> int:
     check_writable_folder(out, "`--output` (the report folder)")
     report = check_dataset(config, progress=not args.quiet)
     report.write(out)
-    print("\n".join(report.lines() + [report.summary().to_string()]))
+    # Warnings (intensity settings that do not fit the data) are printed but fail nothing.
+    print("\n".join(report.lines() + report.warning_lines() + [report.summary().to_string()]))
+    warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
     if report.problems.empty:
-        print(f"no problems in {len(report.cases)} cases; report: {out}")
+        print(f"no problems in {len(report.cases)} cases{warned}; report: {out}")
         return 0
-    print(f"{len(report.problems)} problem(s) in {report.skipped} of {len(report.cases)} cases; "
-          f"report: {out}")
+    print(f"{len(report.problems)} problem(s) in {report.skipped} of {len(report.cases)} cases"
+          f"{warned}; report: {out}")
     return 1
     return 0
 
@@ -238,9 +240,11 @@ def register_builtin(sub) -> None:
                        "unreadable file, mask off the image grid, RGB where grey is needed, empty "
                        "mask of a train case, unknown label, repeated case or image, a patient in "
                        "two splits. Then a summary per split (cases, sizes, spacings, intensities, "
-                       "class balance). Writes problems.csv, cases.csv, summary.md and "
-                       "histogram.png. Exit code 0: clean; 1: problems found; 2: the check could "
-                       "not run (config, missing manifest).")
+                       "class balance), and warnings where the config's intensity settings do "
+                       "not fit the data (a HU window on non-CT data, z-score with a HU window). "
+                       "Writes problems.csv, cases.csv, summary.md and histogram.png. Exit code 0: "
+                       "no problem (warnings or not); 1: problems found; 2: the check could not "
+                       "run (config, missing manifest).")
     add_config_arguments(p)
     p.add_argument("--output", help="report folder (default: <data.root>/check)")
     p.set_defaults(func=_check_data)

@@ -21,7 +21,13 @@ import pydantic
 import yaml
 from pydantic import BaseModel, Field, PositiveInt
 
-from kerasmed.config_sections import ClassificationConfig, _RuleError, _Section
+from kerasmed.config_sections import (  # noqa: F401 - DEFAULT_INTENSITY_SHIFT: re-exported
+    DEFAULT_INTENSITY_SHIFT,
+    AugmentationConfig,
+    ClassificationConfig,
+    _RuleError,
+    _Section,
+)
 from serving.atomic import atomic_write_text
 from serving.errors import ConfigError
 from serving.io.registry import check_read_options
@@ -171,13 +177,6 @@ class SamplingConfig(_Section):
     batch_size: PositiveInt = Field(16, description="Patches per replica; the global batch is "
                                     "batch_size x replicas (workers x local devices).")
     shuffle_buffer: PositiveInt = 256
-
-
-class AugmentationConfig(_Section):
-    flip: bool = True
-    rot90: bool = True
-    intensity_shift_hu: float = Field(20.0, ge=0.0)
-    intensity_scale: float = Field(0.05, ge=0.0, lt=1.0)
 
 
 _HU_WINDOW_RULE = "must be [low, high] in HU with low < high (a window of positive width)"

@@ -18,18 +18,20 @@ class RandomAugment2D:
     Args:
         flip: random left-right and up-down flips.
         rot90: random multiples of 90 degrees (patches must be square).
-        intensity_shift_hu: image += U(-shift, shift) HU.
-        intensity_scale: image *= 1 + U(-scale, scale).
+        intensity_offset: image += U(-offset, offset), in the image's raw units (HU for CT);
+            from a config, `kerasmed.data.intensity.input_shift` (a fraction of the model's
+            intensity unit).
+        intensity_scale: image *= 1 + U(-scale, scale), applied before the offset.
 
     Example:
         >>> aug = RandomAugment2D()
         >>> image, mask = aug(image, mask, np.random.default_rng(seed))
     """
 
-    def __init__(self, flip=True, rot90=True, intensity_shift_hu=20.0, intensity_scale=0.05):
+    def __init__(self, flip=True, rot90=True, intensity_offset=20.0, intensity_scale=0.05):
         self.flip = flip
         self.rot90 = rot90
-        self.intensity_shift_hu = float(intensity_shift_hu)
+        self.intensity_offset = float(intensity_offset)
         self.intensity_scale = float(intensity_scale)
 
     def draw(self, rng: np.random.Generator) -> Draw:
@@ -41,7 +43,7 @@ class RandomAugment2D:
             flip_y=self.flip and flips[1] < 0.5,
             quarter_turns=k if self.rot90 else 0,
             gain=np.float32(1.0 + self.intensity_scale * scale),
-            offset=np.float32(self.intensity_shift_hu * shift),
+            offset=np.float32(self.intensity_offset * shift),
         )
 
     @staticmethod
@@ -58,7 +60,7 @@ class RandomAugment2D:
         """Augment one pair.
 
         Args:
-            image: `(H, W, C)` float32 HU.
+            image: `(H, W, C)` float32 raw intensities (HU for CT).
             mask: `(H, W, K)` labels; same spatial shape as `image`.
             rng: the example's generator (its draws decide the transform).
 

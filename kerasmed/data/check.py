@@ -18,6 +18,12 @@ unknown label, a patient in two splits), then reads every file of every case wit
   positive patches are drawn from; `val` and `test` cases may be negative (specificity is
   measured there).
 
+It also warns (`CheckReport.warnings`) when the config's intensity settings do not fit the data
+(`kerasmed.data.intensity`): a HU window that clips almost every voxel to one end or that the
+data fill a small part of (16-bit microscopy, 8-bit photographs under a CT window), or
+`preprocessing.zscore` with a HU window. A warning is printed and written to summary.md, but is
+no problem: it fails no case and does not make `check-data` exit 1.
+
 A case with any problem is left out of `CheckReport.good`, which `kerasmed train --skip-bad`
 trains on. `CheckReport.write` puts problems.csv, cases.csv (per-case statistics), summary.md
 and histogram.png in a folder (default `<data.root>/check/`), each file written atomically.
@@ -34,6 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kerasmed.config import Config
+from kerasmed.data.intensity import config_warnings, window_misfit
 from kerasmed.data.manifest import (
     RESERVED_FOLDERS,
     SPLITS,
@@ -66,9 +73,14 @@ class CheckReport:
         stats: one row per case whose image was read: `case_id`, `split`, `label`, `size_z`,
             `size_y`, `size_x` (a 2D image has `size_z` 1), `spacing_z/y/x` (mm; NaN for the z
             of a 2D image), `channels`, `min`, `max`, `p1`, `p99` (p1/p99 of the sampled
-            voxels), `mask_voxels` and `mask_fraction` (foreground voxels, when a mask was read).
+            voxels), `mask_voxels` and `mask_fraction` (foreground voxels, when a mask was read);
+            with `model.intensity: hu_window` (and no `preprocessing.zscore`), `window_below`
+            and `window_above`: the fractions of sampled voxels at or beyond each end of
+            `model.hu_window`.
         seeded: whether the split was drawn by `data.split` (the manifest has none).
         histograms: per split, `(counts, edges)` of each case's sampled intensities.
+        warnings: intensity settings that do not fit the data, one sentence each (no problem:
+            they fail no case).
     """
 
     source: Path
@@ -78,6 +90,7 @@ class CheckReport:
     stats: pd.DataFrame
     seeded: bool
     histograms: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -89,6 +102,10 @@ class CheckReport:
         return [f"{p.case_id}: {p.file}: {' '.join(str(p.reason).split())}"
                 for p in self.problems.itertuples()]
 
+    def warning_lines(self) -> list[str]:
+        """One line per warning: `warning: <sentence>`."""
+        return [f"warning: {w}" for w in self.warnings]
+
     def summary(self) -> pd.DataFrame:
         """Statistics (rows) per split and for all cases (columns), as text cells."""
         splits = [s for s in SPLITS if (self.cases["split"] == s).any()]
@@ -96,7 +113,7 @@ class CheckReport:
                              for name in [*splits, "all"]})
 
     def to_markdown(self) -> str:
-        """summary.md: source, split rule, the summary table, every problem."""
+        """summary.md: source, split rule, the summary table, every warning and problem."""
         rule = "seeded (`data.split`)" if self.seeded else "the manifest's split column"
         lines = [
             "# Dataset check", "",
@@ -104,8 +121,11 @@ class CheckReport:
             f"- splits: {rule}",
             f"- cases: {len(self.cases)}, with problems: {self.skipped}, problems: {len(self.problems)}",
             "", _markdown_table(self.summary()), "", "![intensity histogram](histogram.png)", "",
-            f"## Problems ({len(self.problems)})", "",
         ]
+        if self.warnings:
+            lines += [f"## Warnings ({len(self.warnings)})", "", *(f"- {w}" for w in self.warnings),
+                      ""]
+        lines += [f"## Problems ({len(self.problems)})", ""]
         lines += [f"- {line}" for line in self.lines()] or ["None."]
         return "\n".join(lines) + "\n"
 
@@ -133,7 +153,7 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
         progress: show a progress bar over cases.
 
     Returns:
-        The report: good cases, problems, per-case statistics and histograms.
+        The report: good cases, problems, per-case statistics, histograms and intensity warnings.
 
     Raises:
         DataError: only for what prevents any check: a missing data folder or manifest, an
@@ -146,12 +166,15 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     # Files the manifest rules found missing or invalid (or another case's image) are not read.
     skip = {(p.row, p.file) for p in found}
     has_masks = "mask_path" in cases
+    m = config.model
+    # The raw intensities meet the window only without z-scoring (`config_warnings` covers that).
+    window = m.hu_window if m.intensity == "hu_window" and not config.preprocessing.zscore else None
     stats, histograms = [], {}
     # Records, not itertuples: a column such as `2d_path` is no identifier and would be renamed.
     for i, row in enumerate(tqdm(cases.to_dict("records"), desc="check", unit="case",
                                  disable=not progress)):
         files = {k: v for k, v in row.items() if k.endswith("_path") and v and (i, v) not in skip}
-        problems, stat, hist = _check_case(row, i, files, has_masks, d.read)
+        problems, stat, hist = _check_case(row, i, files, has_masks, d.read, window)
         found += problems
         if stat is not None:
             stats.append(stat)
@@ -160,13 +183,43 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     # A repeated case id or image marks the later rows: the first keeps its place in `good`.
     good = cases.drop(index=sorted({p.row for p in found}))
     problems = pd.DataFrame([(p.case_id, p.file, p.reason) for p in found], columns=PROBLEM_COLUMNS)
-    return CheckReport(dataset.source, cases, good.reset_index(drop=True), problems,
-                       pd.DataFrame(stats), dataset.seeded, histograms)
+    stats = pd.DataFrame(stats)
+    return CheckReport(dataset.source, cases, good.reset_index(drop=True), problems, stats,
+                       dataset.seeded, histograms, intensity_warnings(config, stats))
 
 
-def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, options: dict) -> tuple:
+def intensity_warnings(config: Config, stats: pd.DataFrame) -> list[str]:
+    """Where the config's intensity settings do not fit each other or the data.
+
+    Args:
+        config: the experiment config (`model.intensity`, `model.hu_window`,
+            `preprocessing.zscore`).
+        stats: `CheckReport.stats`; its `window_below` / `window_above` columns (mean over the
+            cases) and `p1` / `p99` (median over the cases) are set against `model.hu_window`.
+
+    Returns:
+        One sentence per warning (`kerasmed.data.intensity.config_warnings`, then the window's
+        fit to the data, `window_misfit`).
+    """
+    warnings = config_warnings(config)
+    if stats.empty or "window_below" not in stats or stats["window_below"].isna().all():
+        return warnings
+    misfit = window_misfit(config.model.hu_window, float(stats["window_below"].mean()),
+                           float(stats["window_above"].mean()), float(stats["p1"].median()),
+                           float(stats["p99"].median()))
+    if misfit is not None:
+        warnings.append(
+            f"{misfit}. `model.intensity: hu_window` suits CT in HU; for other data use "
+            "`preprocessing.zscore: true` with `model.intensity: none`, or a `model.hu_window` "
+            "that spans the data's intensities"
+        )
+    return warnings
+
+
+def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, options: dict,
+                window=None) -> tuple:
     """Problems, statistics and intensity histogram of the case in row `i`, reading `files` with
-    the reader `options` (`data.read`)."""
+    the reader `options` (`data.read`); `window`: the HU window to count clipped voxels of."""
     case_id, problems = row["case_id"], []
 
     def problem(file: str, reason: str) -> None:
@@ -206,7 +259,7 @@ def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, optio
                 f"{mask.shape}")
     if image is None:
         return problems, None, None
-    stat, hist = _statistics(image, i)
+    stat, hist = _statistics(image, i, window)
     stat = {"case_id": case_id, "split": row["split"], "label": row.get("label"), **stat}
     if mask is not None and mask.channels == 1:
         stat["mask_voxels"] = int(np.count_nonzero(mask.array))
@@ -214,7 +267,7 @@ def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, optio
     return problems, stat, hist
 
 
-def _statistics(image: Image, index: int) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+def _statistics(image: Image, index: int, window=None) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     flat = image.array.reshape(-1)
     # With replacement: drawing without it permutes the whole volume (seconds for a CT).
     rng = np.random.default_rng(index)
@@ -227,6 +280,9 @@ def _statistics(image: Image, index: int) -> tuple[dict, tuple[np.ndarray, np.nd
             **{f"spacing_{a}": float(s) for a, s in zip("zyx", spacing)},
             "channels": image.channels, "min": lo, "max": hi,
             "p1": float(np.percentile(sample, 1)), "p99": float(np.percentile(sample, 99))}
+    if window is not None:
+        stat["window_below"] = float((sample <= window[0]).mean())
+        stat["window_above"] = float((sample >= window[1]).mean())
     return stat, (counts, edges)
 
 

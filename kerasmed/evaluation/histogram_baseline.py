@@ -2,9 +2,10 @@
 
 A classifier that only counts how much of each intensity an image holds (and ignores where) is
 what a CNN must beat for its score to mean it learned shape. `histogram_features` turns each
-image into its normalised histogram over a fixed intensity range, plus its mean and standard
-deviation; `HistogramBaseline` fits a scikit-learn `LogisticRegression` on them, after a
-`StandardScaler`, in one `Pipeline`.
+image into its normalised histogram over a fixed intensity range (a HU window on CT, else
+`percentile_range` of the training images), plus its mean and standard deviation;
+`HistogramBaseline` fits a scikit-learn `LogisticRegression` on them, after a `StandardScaler`, in
+one `Pipeline`.
 
 Labels may be:
 
@@ -33,33 +34,34 @@ from serving.errors import ConfigError, DataError
 DEFAULT_HU_RANGE = (-1000.0, 400.0)
 
 
-def histogram_features(images, bins: int = 32, hu_range: tuple[float, float] = DEFAULT_HU_RANGE
-                       ) -> np.ndarray:
+def histogram_features(images, bins: int = 32,
+                       intensity_range: tuple[float, float] = DEFAULT_HU_RANGE) -> np.ndarray:
     """Per-image normalised intensity histogram, mean and standard deviation.
 
-    Values outside `hu_range` are clipped into its end bins (so air below -1000 HU and bone above
-    400 HU are counted, as the end of the window, not dropped). Mean and standard deviation are of
-    the clipped values, in `hu_range` units scaled to [0, 1].
+    Values outside `intensity_range` are clipped into its end bins (so air below -1000 HU and bone
+    above 400 HU are counted, as the end of the window, not dropped). Mean and standard deviation
+    are of the clipped values, in `intensity_range` units scaled to [0, 1].
 
     Args:
         images: `(N, ...)` array: N images of any shape (2D, 2.5D stacks, volumes, channels),
             each flattened.
-        bins: number of equal-width bins over `hu_range`.
-        hu_range: `(low, high)` intensity range, e.g. (-1000, 400) HU, or (24, 1424) for PNGs
-            holding HU + 1024.
+        bins: number of equal-width bins over `intensity_range`.
+        intensity_range: `(low, high)`, e.g. (-1000, 400) HU, (24, 1424) for PNGs holding
+            HU + 1024, or the training images' `percentile_range` (z-scored, microscopy).
 
     Returns:
         float64 `(N, bins + 2)`: each row's histogram (summing to 1), then its mean and std.
 
     Raises:
-        ConfigError: if `bins` < 1 or `hu_range` is not increasing.
+        ConfigError: if `bins` < 1 or `intensity_range` is not increasing.
         DataError: if `images` holds no image, an empty image, or non-finite values.
     """
     if int(bins) != bins or bins < 1:
         raise ConfigError(f"`bins` must be a positive integer. Received: bins={bins!r}")
-    low, high = (float(v) for v in hu_range)
+    low, high = (float(v) for v in intensity_range)
     if not low < high:
-        raise ConfigError(f"`hu_range` must be (low, high) with low < high. Received: hu_range={hu_range}")
+        raise ConfigError("`intensity_range` must be (low, high) with low < high. "
+                          f"Received: intensity_range={intensity_range}")
     x = np.asarray(images)
     if x.ndim < 2 or x.shape[0] == 0 or x[0].size == 0:
         raise DataError(
@@ -78,12 +80,50 @@ def histogram_features(images, bins: int = 32, hu_range: tuple[float, float] = D
     return np.column_stack([hist, unit.mean(axis=1), unit.std(axis=1)])
 
 
+def percentile_range(images, low: float = 0.5, high: float = 99.5, samples: int = 1_000_000,
+                     ) -> tuple[float, float]:
+    """A histogram range from the images' own intensities: their `low` and `high` percentiles.
+
+    For data in no fixed unit (z-scored, microscopy, 8- or 16-bit photographs), where a HU range
+    would clip every value into one end bin.
+
+    Args:
+        images: `(N, ...)` images (any shape; all values pooled).
+        low, high: percentiles, 0 <= low < high <= 100.
+        samples: values drawn (seeded) from a larger array for the percentiles.
+
+    Returns:
+        `(low_value, high_value)`, float, with low_value < high_value.
+
+    Raises:
+        DataError: if `images` is empty, or holds non-finite values or a single intensity.
+
+    When the two percentiles coincide (most values equal), the range is the minimum and maximum.
+    """
+    flat = np.asarray(images).reshape(-1)
+    if flat.size == 0:
+        raise DataError("A histogram range needs intensities. Received: no image value")
+    if flat.size > samples:
+        flat = flat[np.random.default_rng(0).integers(0, flat.size, samples)]
+    flat = flat.astype(np.float64)
+    if not np.isfinite(flat).all():
+        raise DataError(f"`images` must hold finite values. Received: "
+                        f"{int((~np.isfinite(flat)).sum())} NaN or inf")
+    lo, hi = (float(v) for v in np.percentile(flat, [low, high]))
+    if not lo < hi:  # mostly one value (e.g. a dark background): the whole range then
+        lo, hi = float(flat.min()), float(flat.max())
+    if not lo < hi:
+        raise DataError(f"A histogram range needs intensities that vary. Received: every sampled "
+                        f"value is {lo:g}")
+    return lo, hi
+
+
 class HistogramBaseline:
     """Logistic regression on `histogram_features`, standardised (a scikit-learn `Pipeline`).
 
     Args:
         bins: histogram bins.
-        hu_range: the histogram's intensity range.
+        intensity_range: the histogram's intensity range.
         C: inverse L2 regularisation strength of the logistic regression.
         max_iter: solver iterations.
 
@@ -94,10 +134,10 @@ class HistogramBaseline:
         multilabel: whether `fit` was given an indicator matrix.
     """
 
-    def __init__(self, bins: int = 32, hu_range: tuple[float, float] = DEFAULT_HU_RANGE,
+    def __init__(self, bins: int = 32, intensity_range: tuple[float, float] = DEFAULT_HU_RANGE,
                  C: float = 1.0, max_iter: int = 2000):
         self.bins = bins
-        self.hu_range = tuple(hu_range)
+        self.intensity_range = tuple(intensity_range)
         self.C = C
         self.max_iter = max_iter
         self.pipeline: Pipeline | None = None
@@ -106,7 +146,7 @@ class HistogramBaseline:
 
     def features(self, images) -> np.ndarray:
         """`histogram_features` with this baseline's bins and range."""
-        return histogram_features(images, self.bins, self.hu_range)
+        return histogram_features(images, self.bins, self.intensity_range)
 
     def fit(self, images, labels) -> HistogramBaseline:
         """Fit on images and their labels.

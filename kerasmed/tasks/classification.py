@@ -8,7 +8,8 @@ the K = `model.context_slices` slices around the centre as channels, a 3D model 
 
 Sampling (`classification.class_balance`): `sampling` draws each class equally often (multi-label:
 cases with and without any finding), `weights` weighs the loss by n / (classes x n_class), `none`
-draws uniformly. Augmentation: flips and 90-degree turns of square images, intensity jitter.
+draws uniformly. Augmentation: flips and 90-degree turns of square images, intensity jitter in
+the units the model sees (`kerasmed.data.intensity`).
 Metrics: AUC (monitored on validation), accuracy, sensitivity, specificity.
 
 Evaluation (`kerasmed.tasks.classification_eval`): predictions CSV, ROC and PR with a bootstrap
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasmed.data.intensity import input_shift
 from kerasmed.tasks.base_task import TrainingTask
 from serving.errors import ConfigError, DataError
 from serving.tasks.classification import model_input
@@ -204,12 +206,13 @@ class ClassificationTraining(TrainingTask):
         stream = stream.skip(skip).shard(num_shards, shard_index)
         x_t, y_t, w_t = tf.constant(x), tf.constant(y), tf.constant(weights)
         a = config.augmentation
+        shift = input_shift(config, cases)  # raw input units: a fraction of the intensity unit
         square = x.shape[-3] == x.shape[-2]
 
         def load(index, position):
             image = tf.gather(x_t, index)
             seed = tf.stack([tf.cast(config.seed, tf.int64), position])
-            image = _augment(image, seed, a, square and config.model.spatial_dims == 2)
+            image = _augment(image, seed, a, shift, square and config.model.spatial_dims == 2)
             example = (image, tf.gather(y_t, index))
             return (*example, tf.gather(w_t, index)) if balance == "weights" else example
 
@@ -310,7 +313,9 @@ def _has_backbone(model) -> bool:
     return any(layer.name == "backbone" for layer in model.layers)
 
 
-def _augment(image, seed, a, turns: bool):
+def _augment(image, seed, a, shift: float, turns: bool):
+    """Flips, 90-degree turns (when `turns`) and `image * (1 + U(-s, s)) + U(-shift, shift)`,
+    s = `a.intensity_scale`, `shift` in raw input units (`kerasmed.data.intensity.input_shift`)."""
     import tensorflow as tf
 
     rank = len(image.shape)
@@ -322,7 +327,7 @@ def _augment(image, seed, a, turns: bool):
         k = tf.random.stateless_uniform((), seed + 1, 0, 4, dtype=tf.int32)
         image = tf.image.rot90(image, k)
     jitter = tf.random.stateless_uniform((2,), seed + 2, -1.0, 1.0)
-    return image * (1.0 + a.intensity_scale * jitter[0]) + a.intensity_shift_hu * jitter[1]
+    return image * (1.0 + a.intensity_scale * jitter[0]) + shift * jitter[1]
 
 
 def with_temperature(model, temperature: float, activation: str):

@@ -6,7 +6,9 @@ Files in `<run_dir>/eval/`:
                         when temperature scaling is on), the label(s) at the operating point
     summary.json        AUC with its bootstrap 95% CI, the operating point and the sensitivity,
                         specificity, PPV, NPV and F1 there, ECE before and after temperature
-                        scaling, the temperature, the histogram baseline's AUC
+                        scaling, the temperature, the histogram baseline's AUC (HU histograms
+                        over the model's HU window on CT, else intensity histograms over the
+                        training images' percentiles: `histogram_range`)
     roc.png, pr.png, confusion.png, calibration.png, training_curves.png
     report.md           the figures and links to the plots
 
@@ -96,19 +98,45 @@ def _baseline(config, x_eval, y_eval) -> tuple[float | None, str]:
     return histogram_baseline_auc(config, x_train, y_train, x_eval, y_eval)
 
 
+def histogram_range(config, x_train) -> tuple[tuple[float, float], str]:
+    """The histogram baseline's intensity range and its name.
+
+    The model's HU window when its first layer is one and fits the training images
+    (`kerasmed.data.intensity.hu_window_fits`: CT, or CT shifted as in 16-bit PNGs); else the
+    training images' own 0.5 and 99.5 percentiles (z-scored, microscopy, ...), where a HU range
+    would clip everything into one bin.
+
+    Returns:
+        `((low, high), name)`, e.g. `((-1000.0, 400.0), "logistic regression on HU histograms")`.
+
+    Raises:
+        DataError: if `x_train` is empty or holds a single intensity.
+    """
+    from kerasmed.data.intensity import hu_window_fits
+    from kerasmed.evaluation.histogram_baseline import percentile_range
+
+    if hu_window_fits(config, x_train):
+        return tuple(config.model.hu_window), "logistic regression on HU histograms"
+    low, high = percentile_range(x_train)
+    return (low, high), (f"logistic regression on intensity histograms over [{low:.4g}, "
+                         f"{high:.4g}], the training images' 0.5-99.5 percentiles")
+
+
 def histogram_baseline_auc(config, x_train, y_train, x_eval, y_eval) -> tuple[float | None, str]:
-    """AUC (macro over outputs) of logistic regression on HU histograms, and what it is."""
+    """AUC (macro over outputs) of logistic regression on intensity histograms (over the range of
+    `histogram_range`), and what it is."""
     from kerasmed.evaluation.histogram_baseline import HistogramBaseline
 
     activation = activation_of(config)
     labels = np.argmax(y_train, 1) if activation == "softmax" else (
         y_train if y_train.shape[1] > 1 else y_train[:, 0])
     try:
-        model = HistogramBaseline(hu_range=tuple(config.model.hu_window)).fit(x_train, labels)
+        intensity_range, name = histogram_range(config, x_train)
+        model = HistogramBaseline(intensity_range=intensity_range).fit(x_train, labels)
         scores = model.predict_proba(x_eval)
         if y_eval.shape[1] == 1:
-            return roc_auc(y_eval[:, 0], scores[:, -1]), "logistic regression on HU histograms"
-        return _macro(y_eval, scores), "logistic regression on HU histograms"
+            return roc_auc(y_eval[:, 0], scores[:, -1]), name
+        return _macro(y_eval, scores), name
     except (DataError, ValueError) as err:
         return None, f"not available: {err}"
 

@@ -77,11 +77,12 @@ class SegmentationTraining(TrainingTask):
 
     def train_dataset(self, config, cases, manifest, batch_size=None, **shard):
         from kerasmed.data.augment import RandomAugment2D
+        from kerasmed.data.intensity import input_shift
         from kerasmed.data.pipeline import make_train_dataset
 
         s, a = config.sampling, config.augmentation
         augment = RandomAugment2D(a.flip, a.rot90 and s.patch_size[0] == s.patch_size[1],
-                                  a.intensity_shift_hu, a.intensity_scale)
+                                  input_shift(config, cases), a.intensity_scale)
         return make_train_dataset(
             cases, config.model.context_slices, s.patch_size, batch_size or s.batch_size,
             s.positive_fraction, augment, s.shuffle_buffer, config.seed, **shard,

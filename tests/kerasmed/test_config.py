@@ -3,7 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from kerasmed.config import config_from_dict, load_config, shipped_config
+from kerasmed.config import (
+    DEFAULT_INTENSITY_SHIFT,
+    config_from_dict,
+    load_config,
+    save_config,
+    shipped_config,
+)
 from serving.errors import ConfigError
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_seg_2d.yaml"
@@ -63,7 +69,8 @@ NON_FINITE = [
     ("model", "hu_window", "[.nan, 400]", "model.hu_window.0", "nan"),
     ("training", "learning_rate", ".inf", "training.learning_rate", "inf"),
     ("preprocessing", "target_spacing", "[null, -.inf, 1.5]", "preprocessing.target_spacing.1", "-inf"),
-    ("augmentation", "intensity_shift_hu", ".inf", "augmentation.intensity_shift_hu", "inf"),
+    ("augmentation", "intensity_shift", ".inf", "augmentation.intensity_shift", "inf"),
+    ("augmentation", "intensity_scale", ".nan", "augmentation.intensity_scale", "nan"),
     ("evaluation", "threshold", ".nan", "evaluation.threshold", "nan"),
 ]
 
@@ -182,3 +189,28 @@ def test_check_slice_shape_names_the_source():
     with pytest.raises(ConfigError, match=r"multiples of 2\*\*model\.depth = 8.*Received: 64x90 "
                        r"slices from case b, preprocessing\.size=\[None, None, None\], model\.depth=3$"):
         config.check_slice_shape((5, 64, 90), "case b")
+
+
+def test_intensity_shift_is_a_fraction_of_the_unit_or_absolute_on_request(tmp_path):
+    default = config_from_dict({})
+    assert default.augmentation.intensity_shift == DEFAULT_INTENSITY_SHIFT == 20.0 / 1400.0
+    assert default.augmentation.intensity_shift_hu is None
+    assert load_config(CONFIG).augmentation == default.augmentation  # the shipped value is exact
+    # An absolute shift replaces the relative default: a run's config.yaml from before the
+    # relative key existed (only `intensity_shift_hu`) still means what it meant.
+    absolute = config_from_dict({"augmentation": {"intensity_shift_hu": 30}})
+    assert absolute.augmentation.intensity_shift is None
+    assert absolute.augmentation.intensity_shift_hu == 30.0
+    for config in (default, absolute):  # a run's saved config (one of the two null) reads back
+        save_config(config, tmp_path / "c.yaml")
+        assert load_config(tmp_path / "c.yaml") == config
+    overridden = load_config(CONFIG, ["augmentation.intensity_shift_hu=30",
+                                      "augmentation.intensity_shift=null"])
+    assert overridden.augmentation == absolute.augmentation
+    with pytest.raises(ConfigError, match=re.escape(
+            "set one, the other null. Received: augmentation.intensity_shift=0.014285714285714285, "
+            "augmentation.intensity_shift_hu=30")):
+        load_config(CONFIG, ["augmentation.intensity_shift_hu=30"])
+    with pytest.raises(ConfigError, match=re.escape(
+            "`augmentation.intensity_shift` must be a number (0: no shift)")):
+        config_from_dict({"augmentation": {"intensity_shift": None}})

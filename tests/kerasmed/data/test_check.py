@@ -13,12 +13,14 @@ import pydicom
 import pytest
 import yaml
 
-from kerasmed.config import config_from_dict
+from kerasmed.config import config_from_dict, load_config
 from kerasmed.data.check import check_dataset, training_cases
+from kerasmed.data.generate import generate_dataset
+from kerasmed.data.synthetic_patches import generate_patch_dataset
 from serving.errors import DataError
 from serving.image import Image
 from serving.io import write_dicom_series, write_nifti
-from tests.kerasmed.test_cli import CONFIG, run_cli
+from tests.kerasmed.test_cli import CONFIG, ROOT, run_cli
 
 SPACING = (2.5, 0.8, 0.8)
 SHAPE = (8, 32, 32)
@@ -189,6 +191,7 @@ def test_summary_table_and_written_report(corpus, tmp_path):
     assert written["case_id"].tolist() == report.problems["case_id"].tolist()
     text = (folder / "summary.md").read_text()
     assert "| cases |" in text and f"## Problems ({len(report.problems)})" in text
+    assert report.warnings == [] and "## Warnings" not in text  # CT under the default window
     with PIL.Image.open(folder / "histogram.png") as png:
         pixels = np.asarray(png.convert("L"))
     assert png.size[0] > 400 and pixels.std() > 10  # a drawn plot, not a blank canvas
@@ -233,6 +236,75 @@ def test_check_data_cli_lists_every_problem_and_exits_1(corpus, tmp_path):
     assert out.stdout.splitlines()[-2].startswith("no problems in 2 cases")
     assert out.stdout.splitlines()[-1] == "tensorflow imported: False"
     assert (clean / "check" / "problems.csv").read_text().strip() == "case_id,file,reason"
+
+
+def _microscopy(root, n=6):
+    """A CSV manifest of 16-bit fluorescence images (nuclei at about 30000 on a 2000 background)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        image = rng.normal(2000, 300, (32, 32))
+        image[8:20, 10:22] += 28000
+        PIL.Image.fromarray(np.clip(image, 0, 65535).astype(np.uint16)).save(root / f"n{i}.png")
+        rows.append((f"n{i}", f"n{i}.png", "train" if i < 4 else "val", "nucleus" if i % 2 else "none"))
+    pd.DataFrame(rows, columns=["case_id", "image_path", "split", "label"]).to_csv(
+        root / "manifest.csv", index=False)
+    return {"task": "classification", "data": {"root": str(root), "columns": {
+                "mask": None, "label": "label"}},
+            "preprocessing": {"target_spacing": [None, None, None], "size": [None, 32, 32]},
+            "model": {"name": "cnn", "class_names": ["none", "nucleus"]}}
+
+
+def test_a_hu_window_on_16_bit_microscopy_is_a_warning_not_a_problem(tmp_path):
+    raw = _microscopy(tmp_path / "data")
+    report = check_dataset(config_from_dict(raw), progress=False)
+    assert report.problems.empty and len(report.good) == 6
+    (warning,) = report.warnings
+    assert warning.startswith("100% of the voxels are clipped to its high end 400 by "
+                              "model.hu_window [-1000, 400]")
+    assert "`preprocessing.zscore: true` with `model.intensity: none`" in warning
+    assert report.stats["window_above"].tolist() == [1.0] * 6
+    text = (report.write(tmp_path / "report") / "summary.md").read_text()
+    assert f"## Warnings (1)\n\n- {warning}\n" in text and "## Problems (0)" in text
+    # The CLI prints it, and exits 0: a warning fails nothing.
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = run_cli("--quiet", "check-data", config)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"warning: {warning}" in out.stdout.splitlines()
+    assert out.stdout.splitlines()[-1].startswith("no problems in 6 cases, 1 warning(s); report:")
+    # As advised: z-scored, no HU window. No warning.
+    fixed = check_dataset(config_from_dict({**raw, "preprocessing": {
+        **raw["preprocessing"], "zscore": True}, "model": {**raw["model"], "intensity": "none"}}),
+        progress=False)
+    assert fixed.warnings == [] and "window_above" not in fixed.stats
+
+
+def test_z_scores_under_a_hu_window_are_a_warning(tmp_path):
+    raw = _microscopy(tmp_path / "data")
+    raw["preprocessing"]["zscore"] = True
+    report = check_dataset(config_from_dict(raw), progress=False)
+    (warning,) = report.warnings  # the raw data meet no window: only the settings' clash
+    assert warning.startswith("`preprocessing.zscore: true` with `model.intensity: hu_window`: the "
+                              "z-scored intensities (about -3 to 3 standard deviations) fall inside "
+                              "model.hu_window [-1000, 400] and fill 0.43% of it")
+    assert report.problems.empty
+
+
+def test_no_intensity_warning_on_the_ct_flagships_synthetic_data(tmp_path):
+    generate_dataset(tmp_path / "ct", num_cases=3, shape=(12, 96, 96), split_fractions=(0.4, 0.3, 0.3),
+                     progress=False)
+    flagship = load_config(CONFIG, [f"data.root={tmp_path / 'ct'}"])
+    report = check_dataset(flagship, progress=False)
+    assert report.problems.empty and report.warnings == []
+    assert 0.1 < report.stats["window_below"].mean() < 0.6  # air below -1000 HU: no misfit
+    generate_patch_dataset(tmp_path / "patches", num_volumes=3, patches_per_volume=4, patch_size=32,
+                           context=3, shape=(24, 160, 160), progress=False)
+    nodule_cls = load_config(ROOT / "configs" / "nodule_cls.yaml",
+                             [f"data.root={tmp_path / 'patches'}"])
+    report = check_dataset(nodule_cls, progress=False)
+    assert report.problems.empty and report.warnings == []
 
 
 def test_check_data_user_errors_exit_2(tmp_path):

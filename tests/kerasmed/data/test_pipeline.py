@@ -37,7 +37,7 @@ def test_positive_fraction_is_respected_and_patches_align():
 
 
 def test_augmented_pairs_stay_aligned_and_seed_reproduces():
-    aug = RandomAugment2D(intensity_shift_hu=0.0, intensity_scale=0.0)
+    aug = RandomAugment2D(intensity_offset=0.0, intensity_scale=0.0)
     a = make_train_dataset(_cases(), 3, (16, 16), 16, 1.0, aug, seed=5)
     b = make_train_dataset(_cases(), 3, (16, 16), 16, 1.0, aug, seed=5)
     (ia, ma), (ib, _) = next(iter(a)), next(iter(b))

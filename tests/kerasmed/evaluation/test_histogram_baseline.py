@@ -9,7 +9,11 @@ from sklearn.preprocessing import StandardScaler
 from kerasmed.config import ColumnsConfig, DataConfig
 from kerasmed.data.manifest import read_manifest
 from kerasmed.data.synthetic_patches import generate_patch_dataset
-from kerasmed.evaluation.histogram_baseline import HistogramBaseline, histogram_features
+from kerasmed.evaluation.histogram_baseline import (
+    HistogramBaseline,
+    histogram_features,
+    percentile_range,
+)
 from serving.errors import ConfigError, DataError
 from serving.io import read_image
 from tests.helpers import assert_allclose
@@ -28,7 +32,7 @@ def test_features_match_numpy_histograms():
     rng = np.random.default_rng(0)
     images = np.concatenate([rng.uniform(-1200, 600, (5, 3, 8, 8)),  # ends beyond the range
                              rng.integers(-1024, 500, (3, 3, 8, 8)).astype(np.int16)])
-    features = histogram_features(images, bins=32, hu_range=(-1000, 400))
+    features = histogram_features(images, bins=32, intensity_range=(-1000, 400))
     assert features.shape == (8, 34)
     for row, image in zip(features, images):
         clipped = np.clip(image.astype(float).ravel(), -1000, 400)
@@ -38,7 +42,7 @@ def test_features_match_numpy_histograms():
                         atol=1e-12)
     # Air below the range counts in the first bin, bone above it in the last.
     ends = histogram_features(np.array([[-3000.0, -1000.0, 399.0, 3000.0]]), bins=4,
-                              hu_range=(-1000, 400))
+                              intensity_range=(-1000, 400))
     assert_allclose(ends[0, :4], [0.5, 0.0, 0.0, 0.5])
 
 
@@ -46,11 +50,31 @@ def test_feature_argument_errors():
     with pytest.raises(ConfigError, match="`bins` must be a positive integer"):
         histogram_features(np.zeros((2, 4)), bins=0)
     with pytest.raises(ConfigError, match="low < high"):
-        histogram_features(np.zeros((2, 4)), hu_range=(400, -1000))
+        histogram_features(np.zeros((2, 4)), intensity_range=(400, -1000))
     with pytest.raises(DataError, match=r"Received: shape=\(0, 4\)"):
         histogram_features(np.zeros((0, 4)))
     with pytest.raises(DataError, match="1 NaN or inf"):
         histogram_features(np.array([[0.0, np.nan]]))
+
+
+def test_percentile_range_of_16_bit_images():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(10000, 50000, (20, 32, 32))
+    low, high = percentile_range(images)
+    assert low == pytest.approx(10200, rel=0.01) and high == pytest.approx(49800, rel=0.01)
+    assert percentile_range(images, 0, 100) == (images.min(), images.max())
+    sampled = percentile_range(images, samples=1000)  # seeded: the same range every time
+    assert sampled == percentile_range(images, samples=1000) and sampled[0] < sampled[1]
+    # Mostly one value (a dark background): the whole range.
+    sparse = np.zeros((4, 32, 32))
+    sparse[0, 0, :3] = 900.0
+    assert percentile_range(sparse) == (0.0, 900.0)
+    with pytest.raises(DataError, match="every sampled value is 7"):
+        percentile_range(np.full((2, 4, 4), 7.0))
+    with pytest.raises(DataError, match="no image value"):
+        percentile_range(np.zeros((0, 4)))
+    with pytest.raises(DataError, match="1 NaN or inf"):
+        percentile_range(np.array([[0.0, np.inf]]))
 
 
 def test_binary_baseline_is_a_standardised_logistic_regression():

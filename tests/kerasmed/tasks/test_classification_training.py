@@ -1,16 +1,29 @@
 """The classification task's training side: targets, balanced sampling, class weights, the
 temperature in the exported graph."""
 
+import itertools
 import types
 
 import keras
 import numpy as np
 import pandas as pd
+import PIL.Image
 import pytest
 
-from kerasmed.config import config_from_dict
+from kerasmed.config import DEFAULT_INTENSITY_SHIFT, config_from_dict
+from kerasmed.data.cache import load_cache
+from kerasmed.data.manifest import dataset_manifest
 from kerasmed.tasks import training_task
-from kerasmed.tasks.classification import class_weights, index_blocks, targets, with_temperature
+from kerasmed.tasks.classification import (
+    balance_groups,
+    case_arrays,
+    class_weights,
+    index_blocks,
+    targets,
+    with_temperature,
+)
+from kerasmed.training.inputs import cache_for
+from kerasmed.training.trainer import build_compiled_model
 from serving.errors import DataError
 
 
@@ -19,7 +32,7 @@ def _config(**sections):
            "preprocessing": {"target_spacing": [None, None, None], "size": [None, 8, 8]},
            "model": {"name": "cnn", "context_slices": 1, "filters": 2, "depth": 1,
                      "class_names": ["neg", "pos"]},
-           "augmentation": {"intensity_shift_hu": 0.0, "intensity_scale": 0.0}}
+           "augmentation": {"intensity_shift": 0.0, "intensity_scale": 0.0}}
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     return config_from_dict(raw)
@@ -86,3 +99,79 @@ def test_temperature_divides_the_logits_in_the_exported_graph():
     scaled = with_temperature(model, 2.5, "sigmoid")
     np.testing.assert_allclose(scaled.predict(x, verbose=0), 1 / (1 + np.exp(-z / 2.5)), atol=1e-6)
     assert scaled.output_names == ["probs"]
+
+
+def test_default_ct_augmentation_is_the_absolute_20_hu_bit_for_bit():
+    """On the default CT window the relative shift (20/1400 of its width) draws what the
+    absolute +-20 HU did."""
+    rng = np.random.default_rng(0)
+    cases, manifest = _cases(["neg", "pos"] * 4)
+    for case in cases:
+        case.image = rng.uniform(-1000, 400, (1, 8, 8)).astype(np.float32)
+    relative = _config(augmentation={"intensity_shift": DEFAULT_INTENSITY_SHIFT,
+                                     "intensity_scale": 0.05})
+    absolute = _config(augmentation={"intensity_shift": None, "intensity_shift_hu": 20.0,
+                                     "intensity_scale": 0.05})
+    task = training_task("classification")
+    for a, b in zip(task.train_dataset(relative, cases, manifest).take(3),
+                    task.train_dataset(absolute, cases, manifest).take(3)):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+
+
+def _write_16_bit_fluorescence(root, n=16, size=16):
+    """A CSV manifest of 16-bit PNG "nuclei" patches: bright blobs on a bright background,
+    12 train and 4 val images, alternating classes (positives: a larger, brighter nucleus)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 1
+        radius = 5.0 if positive else 3.0
+        image = rng.normal(21000, 1500, (size, size)) + (np.hypot(yy, xx) < radius) * 20000
+        PIL.Image.fromarray(np.clip(image, 0, 65535).astype(np.uint16)).save(root / f"n{i}.png")
+        rows.append((f"n{i}", f"n{i}.png", "pos" if positive else "neg",
+                     "train" if i < 12 else "val"))
+    pd.DataFrame(rows, columns=["case_id", "image_path", "label", "split"]).to_csv(
+        root / "manifest.csv", index=False)
+
+
+def _dihedral(image):
+    """The 8 flips and quarter turns of an `(H, W, C)` image."""
+    return [np.rot90(x, k) for x in (image, np.flip(image, 1)) for k in range(4)]
+
+
+def test_z_scored_16_bit_images_are_augmented_within_a_few_standard_deviations(tmp_path):
+    """Microscopy as the README advises it (`preprocessing.zscore`), with the default
+    augmentation: the intensity jitter is a fraction of one standard deviation, not +-20 of them
+    (an absolute +-20 "HU" on z-scored data), and a tiny classifier trains to a finite loss."""
+    _write_16_bit_fluorescence(tmp_path)
+    config = config_from_dict({
+        "task": "classification", "name": "nuclei", "output_dir": str(tmp_path / "runs"),
+        "data": {"root": str(tmp_path), "columns": {"mask": None, "label": "label"}},
+        "preprocessing": {"target_spacing": [None, None, None], "size": [None, 16, 16],
+                          "pad_value": 0.0, "zscore": True},
+        "sampling": {"batch_size": 8},
+        "model": {"name": "cnn", "context_slices": 1, "filters": 2, "depth": 1,
+                  "intensity": "none", "class_names": ["neg", "pos"]},
+        "training": {"epochs": 1, "steps_per_epoch": 2},
+    })
+    assert config.augmentation.intensity_shift == DEFAULT_INTENSITY_SHIFT  # the default
+    manifest = dataset_manifest(config)
+    cases = load_cache(cache_for(config, progress=False, workers=1), "train")
+    x, y = case_arrays(config, cases, manifest)  # z-scored, not augmented
+    assert x.shape == (12, 16, 16, 1) and np.abs(x.mean(axis=(1, 2, 3))).max() < 1e-3
+    assert x.std(axis=(1, 2, 3)) == pytest.approx(1.0, abs=1e-3)
+    dataset = training_task("classification").train_dataset(config, cases, manifest)
+    augmented = next(iter(dataset))[0].numpy()
+    # The stream's case order: the task's balanced sampler with the config's seed.
+    blocks = index_blocks(balance_groups(y, "sigmoid"), True, config.seed)
+    order = np.concatenate(list(itertools.islice(blocks, 2)))[:len(augmented)]
+    for image, index in zip(augmented, order):
+        original = x[index]
+        # Up to flips and quarter turns, each pixel moves by at most 5% of itself plus the shift.
+        error = min(np.abs(image - t).max() for t in _dihedral(original))
+        assert 0 < error <= 0.05 * np.abs(original).max() + DEFAULT_INTENSITY_SHIFT + 1e-5
+        assert error < 3.0  # standard deviations
+    model = build_compiled_model(config)
+    history = model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
