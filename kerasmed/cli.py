@@ -177,7 +177,9 @@ def _check_data(args) -> int:
     report = check_dataset(config, progress=not args.quiet)
     report.write(out)
     # Warnings (intensity settings that do not fit the data) are printed but fail nothing.
-    print("\n".join(report.lines() + report.warning_lines() + [report.summary().to_string()]))
+    # Each reader note (an assumption, e.g. a spacing of 0.000\\0.000) once, however many files.
+    print("\n".join(report.lines() + report.note_lines() + report.warning_lines()
+                    + [report.summary().to_string()]))
     warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
     if report.problems.empty:
         print(f"no problems in {len(report.cases)} cases{warned}; report: {out}")
@@ -185,7 +187,6 @@ def _check_data(args) -> int:
     print(f"{len(report.problems)} problem(s) in {report.skipped} of {len(report.cases)} cases"
           f"{warned}; report: {out}")
     return 1
-    return 0
 
 
 def register_builtin(sub) -> None:

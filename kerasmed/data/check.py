@@ -32,6 +32,7 @@ No TensorFlow is imported.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,9 @@ class CheckReport:
         histograms: per split, `(counts, edges)` of each case's sampled intensities.
         warnings: intensity settings that do not fit the data, one sentence each (no problem:
             they fail no case).
+        notes: what the readers assumed (`metadata["notes"]`: a spacing of 0.000\\0.000 read as
+            assumed, frames stacked without geometry...), each distinct note once, with the number
+            of files it was made for.
     """
 
     source: Path
@@ -91,6 +95,7 @@ class CheckReport:
     seeded: bool
     histograms: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
     warnings: list[str] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped(self) -> int:
@@ -105,6 +110,10 @@ class CheckReport:
     def warning_lines(self) -> list[str]:
         """One line per warning: `warning: <sentence>`."""
         return [f"warning: {w}" for w in self.warnings]
+
+    def note_lines(self) -> list[str]:
+        """One line per distinct reader note: `note (N files): <note>`."""
+        return [f"note ({n} file{'s' if n > 1 else ''}): {note}" for note, n in self.notes.items()]
 
     def summary(self) -> pd.DataFrame:
         """Statistics (rows) per split and for all cases (columns), as text cells."""
@@ -125,6 +134,9 @@ class CheckReport:
         if self.warnings:
             lines += [f"## Warnings ({len(self.warnings)})", "", *(f"- {w}" for w in self.warnings),
                       ""]
+        if self.notes:
+            lines += [f"## What the readers assumed ({len(self.notes)})", "",
+                      *(f"- {line}" for line in self.note_lines()), ""]
         lines += [f"## Problems ({len(self.problems)})", ""]
         lines += [f"- {line}" for line in self.lines()] or ["None."]
         return "\n".join(lines) + "\n"
@@ -169,12 +181,12 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     m = config.model
     # The raw intensities meet the window only without z-scoring (`config_warnings` covers that).
     window = m.hu_window if m.intensity == "hu_window" and not config.preprocessing.zscore else None
-    stats, histograms = [], {}
+    stats, histograms, notes = [], {}, Counter()
     # Records, not itertuples: a column such as `2d_path` is no identifier and would be renamed.
     for i, row in enumerate(tqdm(cases.to_dict("records"), desc="check", unit="case",
                                  disable=not progress)):
         files = {k: v for k, v in row.items() if k.endswith("_path") and v and (i, v) not in skip}
-        problems, stat, hist = _check_case(row, i, files, has_masks, d.read, window)
+        problems, stat, hist = _check_case(row, i, files, has_masks, d.read, window, notes)
         found += problems
         if stat is not None:
             stats.append(stat)
@@ -185,7 +197,7 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     problems = pd.DataFrame([(p.case_id, p.file, p.reason) for p in found], columns=PROBLEM_COLUMNS)
     stats = pd.DataFrame(stats)
     return CheckReport(dataset.source, cases, good.reset_index(drop=True), problems, stats,
-                       dataset.seeded, histograms, intensity_warnings(config, stats))
+                       dataset.seeded, histograms, intensity_warnings(config, stats), dict(notes))
 
 
 def intensity_warnings(config: Config, stats: pd.DataFrame) -> list[str]:
@@ -217,9 +229,10 @@ def intensity_warnings(config: Config, stats: pd.DataFrame) -> list[str]:
 
 
 def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, options: dict,
-                window=None) -> tuple:
+                window=None, notes: Counter | None = None) -> tuple:
     """Problems, statistics and intensity histogram of the case in row `i`, reading `files` with
-    the reader `options` (`data.read`); `window`: the HU window to count clipped voxels of."""
+    the reader `options` (`data.read`); `window`: the HU window to count clipped voxels of;
+    `notes` counts the readers' notes (what they assumed) per file."""
     case_id, problems = row["case_id"], []
 
     def problem(file: str, reason: str) -> None:
@@ -227,10 +240,13 @@ def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, optio
 
     def read(path: str) -> Image | None:
         try:
-            return read_image(path, options=options)
+            image = read_image(path, options=options)
         except DataError as err:  # the reader names the file and the reason
             problem(path, str(err))
             return None
+        if notes is not None:
+            notes.update(image.metadata.get("notes") or [])
+        return image
 
     def grey(image: Image, what: str, path: str) -> bool:
         try:

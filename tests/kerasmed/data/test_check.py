@@ -382,3 +382,36 @@ def test_train_skip_bad_trains_on_the_good_cases(corpus, tmp_path):
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     index = pd.read_csv(f"{summary['cache']}/index.csv")
     assert sorted(index["case_id"]) == sorted(good)
+
+
+def test_what_the_readers_assumed_is_printed_once_however_many_files(tmp_path):
+    """Radiographs whose PixelSpacing is 0.000\\0.000 are read (spacing assumed): check-data says
+    so once, with the number of files, in its output and in summary.md."""
+    from tests.serving.io.test_dicom_quirks import _cr
+
+    root = tmp_path / "data"
+    rows = []
+    for i in range(3):
+        folder = root / f"r{i}"
+        folder.mkdir(parents=True)
+        _cr(folder, PixelSpacing=["0.000", "0.000"])
+        rows.append((f"r{i}", f"r{i}/cr.dcm", "train" if i < 2 else "val", "none" if i else "finding"))
+    pd.DataFrame(rows, columns=["case_id", "image_path", "split", "label"]).to_csv(
+        root / "manifest.csv", index=False)
+    raw = {"task": "classification", "data": {"root": str(root), "columns": {"mask": None,
+                                                                          "label": "label"}},
+           "preprocessing": {"target_spacing": [None, None, None], "size": [None, 6, 5]},
+           "model": {"name": "cnn", "class_names": ["none", "finding"]}}
+    report = check_dataset(config_from_dict(raw), progress=False)
+    assert report.problems.empty and len(report.good) == 3
+    (note,) = report.notes
+    assert report.notes[note] == 3 and "spacing assumed to be 1.0 per pixel" in note
+    assert report.stats["spacing_y"].tolist() == [1.0] * 3
+    text = (report.write(tmp_path / "report") / "summary.md").read_text()
+    assert f"## What the readers assumed (1)\n\n- note (3 files): {note}\n" in text
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = run_cli("--quiet", "check-data", config)
+    assert out.returncode == 0, out.stdout + out.stderr
+    printed = [line for line in out.stdout.splitlines() if line.startswith("note")]
+    assert printed == [f"note (3 files): {note}"]
