@@ -5,6 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
+import kerasmed  # noqa: E402,F401  before any test imports TensorFlow: it sets the oneDNN switch
 from tests.helpers import shared_bundle  # noqa: E402
 
 

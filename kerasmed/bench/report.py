@@ -26,6 +26,7 @@ def train_markdown(result: dict) -> str:
         "",
         f"Machine: {result['cpu_line']}; TensorFlow {result['versions']['tensorflow']}, "
         f"Keras {result['versions']['keras']}"
+        + f" (oneDNN kernels {'on' if result.get('tensorflow_onednn') else 'off'})"
         + (f", PyTorch {result['versions']['torch']}" if result["versions"]["torch"] else "")
         + f"; float32 matmul peak {result['matmul_peak_gflops_float32']:.0f} GFLOP/s.",
         "",

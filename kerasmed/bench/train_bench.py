@@ -177,6 +177,7 @@ def run_train_bench(config: Config, out_dir: str | Path = "bench", repeats: int 
         "threads": {"tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "torch": peer_info.get("threads")},
+        "tensorflow_onednn": _onednn_enabled(),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "torch": peer_info.get("version")},
         "protocol": {"repeats": repeats, "window_steps": window, "warmup_steps": warmup,
@@ -189,6 +190,14 @@ def run_train_bench(config: Config, out_dir: str | Path = "bench", repeats: int 
 
     write_train_report(result, out_dir)
     return result
+
+
+def _onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (`kerasmed/__init__.py` turns them
+    on where TensorFlow would not: AVX2-only x86 CPUs)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def _time_window(runner: dict, warmup: int, window: int) -> float:
