@@ -71,12 +71,13 @@ def test_registered_classifier_exports_and_passes_parity(tmp_path, name, kwargs,
     if activation == "softmax":
         _split_classes(model, cases)
     postprocess = {"threshold": 0.5, "activation": activation}
+    if activation == "sigmoid":  # export at a threshold that calls half the cases positive
+        keras_only = write_bundle(model, tmp_path / "k", name=f"tiny-{name}", task="classification",
+                                  class_names=classes, preprocess_spec=SPEC, postprocess=postprocess,
+                                  formats=("keras",))
+        postprocess["threshold"] = _threshold(keras_only, cases)
     bundle = write_bundle(model, tmp_path / "b", name=f"tiny-{name}", task="classification",
                           class_names=classes, preprocess_spec=SPEC, postprocess=postprocess)
-    if activation == "sigmoid":  # re-export at a threshold that calls half the cases positive
-        postprocess["threshold"] = _threshold(bundle, cases)
-        bundle = write_bundle(model, tmp_path / "b", name=f"tiny-{name}", task="classification",
-                              class_names=classes, preprocess_spec=SPEC, postprocess=postprocess)
     truths = cases if model.outputs[0].shape[-1] == 1 else [(c, i, None) for c, i, _ in cases]
     result = run_parity(bundle, truths, progress=False)
     assert result.verdict == "pass", result.messages
