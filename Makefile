@@ -40,9 +40,10 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench --repeats 9 --window 30
 	$(BIN)/kerasmed bench-ingest configs/lung_nodule_seg_2d.yaml --output bench --cases 32 --repeats 5
 
-# Validation Dice of the fast profile's budget over three seeds (float32; about 6 minutes on 2 cores).
+# Validation Dice of the fast profile's budget over three seeds (float32; about 30 minutes on a
+# 2-core Zen 3).
 bench-seeds: $(VENV)/.installed
-	$(BIN)/kerasmed bench-seeds configs/lung_nodule_seg_2d.yaml --set training.epochs=18 --seeds 0 1 2 --output bench/seeds
+	$(BIN)/kerasmed bench-seeds configs/lung_nodule_seg_2d.yaml --set training.epochs=36 --seeds 0 1 2 --output bench/seeds
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check kerasmed export serving tests
