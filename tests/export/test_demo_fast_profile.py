@@ -1,5 +1,5 @@
 """`make demo` (the fast profile), run the way the README shows it, as its own process: the issue's
-acceptance figures, reproducible with `make test-slow` (about 4 minutes on 2 cores)."""
+acceptance figures, reproducible with `make test-slow` (about 10 minutes on a 2-core Zen 3)."""
 
 import json
 import subprocess
