@@ -62,7 +62,6 @@ from serving.io.base_dicom import (
     decode,
     has_plane_geometry,
     is_colour,
-    known_spacing,
     metadata,
     modality_values,
     non_image,
@@ -217,6 +216,39 @@ def _frame_axis(spacing: tuple[float, float], extra: dict) -> tuple[tuple[float,
     extra = dict(extra)
     assumed = [0] + ([1, 2] if extra.pop("spacing_source", None) == "assumed" else [])
     return (1.0, *spacing), {**extra, "spacing_assumed_axes": assumed}
+
+
+def known_spacing(ds, keyword: str, path: Path | str) -> tuple[tuple[float, float] | None, str]:
+    """A two-value spacing tag (PixelSpacing, ImagerPixelSpacing) where an unknown value is
+    tolerated: what equipment writes when it does not know the spacing (`0.000\\0.000`), or a
+    negative or non-finite value, is read as not known.
+
+    Use this only where no 3D geometry depends on the value (a radiograph, a colour image, frames
+    stacked without positions); a slice of a series reads PixelSpacing strictly.
+
+    Returns:
+        `(spacing, "")` when the tag holds two positive finite numbers, `(None, "")` when it is
+        absent or empty, and `(None, why)` when it holds two numbers that are not all positive
+        and finite; `why` names the tag and its values, for a note.
+
+    Raises:
+        DataError: if the tag holds other than two values, or text that is not a number: the
+            file is damaged, not merely unsure.
+    """
+    try:
+        return _numbers(ds, keyword, path, 2, positive=True), ""
+    except DataError as err:
+        refused = err
+    value = _value(ds, keyword, path)
+    raw = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+    try:
+        numbers = [float(v) for v in raw]
+    except (TypeError, ValueError, OverflowError):
+        numbers = []
+    if len(numbers) != 2:  # a wrong count or text that is not a number: damaged
+        raise refused
+    shown = [str(v)[:20] for v in raw]
+    return None, f"{keyword} {shown} is not a usable spacing (zero, negative or not finite)"
 
 
 def _pixel_spacing(ds, path: Path, notes: list[str]) -> tuple[tuple[float, float], dict]:
