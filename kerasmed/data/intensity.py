@@ -118,6 +118,21 @@ def input_shift(config, cases: Sequence | None = None, fingerprint: dict | None 
     return a.intensity_shift * intensity_unit(config, fingerprint)
 
 
+def sampled_values(values, empty_error: str, samples: int = _SAMPLES) -> np.ndarray:
+    """All of `values`, flattened, as float64; a seeded sample of `samples` of them (with
+    replacement) when there are more, which is plenty for percentiles and fractions.
+
+    Raises:
+        DataError: `empty_error`, if `values` is empty.
+    """
+    flat = np.asarray(values).reshape(-1)
+    if flat.size == 0:
+        raise DataError(empty_error)
+    if flat.size > samples:
+        flat = flat[np.random.default_rng(0).integers(0, flat.size, samples)]
+    return flat.astype(np.float64)
+
+
 def window_statistics(values, window) -> tuple[float, float, float, float]:
     """`(below, above, p1, p99)` of intensities against a window: the fractions at or below its
     low end and at or above its high end, and the 1st and 99th percentiles.
@@ -129,12 +144,7 @@ def window_statistics(values, window) -> tuple[float, float, float, float]:
     Raises:
         DataError: if `values` is empty.
     """
-    flat = np.asarray(values).reshape(-1)
-    if flat.size == 0:
-        raise DataError("Window statistics need intensities. Received: an empty array")
-    if flat.size > _SAMPLES:
-        flat = flat[np.random.default_rng(0).integers(0, flat.size, _SAMPLES)]
-    flat = flat.astype(np.float64)
+    flat = sampled_values(values, "Window statistics need intensities. Received: an empty array")
     low, high = (float(v) for v in window)
     p1, p99 = np.percentile(flat, [1.0, 99.0])
     return float((flat <= low).mean()), float((flat >= high).mean()), float(p1), float(p99)

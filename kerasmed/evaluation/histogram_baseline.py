@@ -29,6 +29,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from kerasmed.data.intensity import sampled_values
 from serving.errors import ConfigError, DataError
 
 DEFAULT_HU_RANGE = (-1000.0, 400.0)
@@ -100,12 +101,8 @@ def percentile_range(images, low: float = 0.5, high: float = 99.5, samples: int 
 
     When the two percentiles coincide (most values equal), the range is the minimum and maximum.
     """
-    flat = np.asarray(images).reshape(-1)
-    if flat.size == 0:
-        raise DataError("A histogram range needs intensities. Received: no image value")
-    if flat.size > samples:
-        flat = flat[np.random.default_rng(0).integers(0, flat.size, samples)]
-    flat = flat.astype(np.float64)
+    flat = sampled_values(images, "A histogram range needs intensities. Received: no image value",
+                          samples)
     if not np.isfinite(flat).all():
         raise DataError(f"`images` must hold finite values. Received: "
                         f"{int((~np.isfinite(flat)).sum())} NaN or inf")
