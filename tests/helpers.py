@@ -220,9 +220,9 @@ def train_briefly(model, x, epochs: int = 10, spread: float = 0.15, rounds: int 
     probabilities spread, so that a 1e-4 parity comparison means something, with the weights
     training gives rather than a head rescaled by hand.
 
-    A random network's logits on these images differ by ~1e-3: spreading them by rescaling the
-    head took gains up to 1,458 (up to 5e10 for a random ResNet50V2), which multiply the fp32
-    rounding below the head as much: on an AVX2-only CPU a random 3D ResNet so rescaled differed
+    A random network's logits differ little from image to image: spreading them by rescaling the
+    head took gains up to 1,458 on noise images (up to 5e10 for a random keras.applications
+    backbone on these), which multiply the fp32 rounding below the head as much: on an AVX2-only CPU a random 3D ResNet so rescaled differed
     from its ONNX and TFLite artefacts by 1.3e-4, while they agreed with each other to 3e-5. That
     measures a contrived graph, not the exporter: the parity gate is for trained models.
     """
