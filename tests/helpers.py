@@ -222,7 +222,8 @@ def train_briefly(model, x, epochs: int = 10, spread: float = 0.15, rounds: int 
 
     A random network's logits differ little from image to image: spreading them by rescaling the
     head took gains up to 1,458 on noise images (up to 5e10 for a random keras.applications
-    backbone on these), which multiply the fp32 rounding below the head as much: on an AVX2-only CPU a random 3D ResNet so rescaled differed
+    backbone on these), which multiply the fp32 rounding below the head as much: on an AVX2-only
+    CPU a random 3D ResNet so rescaled differed
     from its ONNX and TFLite artefacts by 1.3e-4, while they agreed with each other to 3e-5. That
     measures a contrived graph, not the exporter: the parity gate is for trained models.
     """
