@@ -44,7 +44,7 @@ def explain_run(run_dir: str | Path, images: list[str | Path], out_dir: str | Pa
 
     run_dir, config = load_run(run_dir)
     task = training_task(config.task)
-    if task.name != "classification":  # the maps explain a class score; a mask has none
+    if not task.explains_class_scores:  # the maps explain a class score; a mask has none
         raise ConfigError(f"`kerasmed explain` explains classifiers. Received: a {config.task} run "
                           f"({run_dir})")
     runner = KerasRunner(run_dir / "model.keras")

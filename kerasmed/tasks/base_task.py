@@ -44,6 +44,8 @@ class TrainingTask(ABC):
     # The validation metric checkpoints and early stopping watch, and its better direction.
     monitor: ClassVar[str]
     monitor_mode: ClassVar[str] = "max"
+    # Whether Grad-CAM and occlusion (`kerasmed explain`) apply: they explain a class score.
+    explains_class_scores: ClassVar[bool] = False
 
     @property
     def runtime(self) -> RuntimeTask:

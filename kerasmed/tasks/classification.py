@@ -136,6 +136,7 @@ class ClassificationTraining(TrainingTask):
 
     name = "classification"
     monitor = "val_auc"
+    explains_class_scores = True
 
     def check_config(self, config) -> None:
         size = list(config.preprocessing.size)
