@@ -13,26 +13,32 @@ $(BIN)/python:
 
 # --no-compile: bytecode for the thousands of TensorFlow modules a run never imports is not needed;
 # it cuts the install by about 40%. Python compiles what a run imports, on first import.
+# The same holds for the dev and bench extras.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[bench]"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/kerasmed demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
 
+# Most tests spend their time in one thread (tracing, small models, file work), so the suite runs
+# in TEST_WORKERS processes (pytest-xdist); an idle worker steals queued tests from a busy one.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist worksteal
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 test-slow: $(VENV)/.installed-dev  # the whole suite, slow tests included
-	$(BIN)/python -m pytest -m "not gpu"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not gpu"
 
 # Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png};
 # then DICOM ingestion and cache throughput against that training figure -> bench/ingest.{json,md,png}

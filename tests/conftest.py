@@ -2,6 +2,9 @@ import os
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `make test` runs the suite in several worker processes; on a GPU host each must take GPU memory
+# as it needs it, not all of it at start-up (TensorFlow's default), or the second worker has none.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 import pytest  # noqa: E402
 

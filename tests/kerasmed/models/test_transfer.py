@@ -287,8 +287,10 @@ def test_bad_arguments_are_config_errors(kwargs, match):
         transfer(**{"backbone": SMALL, **kwargs})
 
 
+# The fast suite exports MobileNetV3Small to every format through a bundle and parity
+# (tests/export/test_classifier_parity.py); these trained, spread-out comparisons are slow.
 @pytest.mark.parametrize("fmt,name", [
-    ("onnx", SMALL),
+    pytest.param("onnx", SMALL, marks=pytest.mark.slow),
     pytest.param("onnx", "EfficientNetV2B0", marks=pytest.mark.slow),
     pytest.param("onnx", "ResNet50V2", marks=pytest.mark.slow),
     pytest.param("tflite", SMALL, marks=pytest.mark.slow),
