@@ -13,8 +13,8 @@ $(BIN)/python:
 
 # --no-compile: bytecode for the thousands of TensorFlow modules a run never imports is not needed;
 # it cuts the install by about 40%. Python compiles what a run imports, on first import (unless
-# PYTHONDONTWRITEBYTECODE is set: then every process compiles again). The test suite starts a
-# hundred processes that import TensorFlow (23 s each without bytecode, 12 s with, on a Zen 3), so
+# PYTHONDONTWRITEBYTECODE is set: then every process compiles again). The test suite starts
+# many processes that import TensorFlow (23 s each without bytecode, 12 s with, on a Zen 3), so
 # the dev and bench extras are installed with bytecode.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile -e .
