@@ -24,7 +24,9 @@ class Tolerances:
         identical_masks: whether every case's result must equal the Keras result exactly (the
             mask for segmentation, the labels for classification).
         min_label_agreement: classification: bound on the share of cases whose labels at the
-            operating point equal the Keras labels; None = reported, not gated.
+            operating point equal the Keras labels, a flip where the Keras output itself lies
+            within `max_abs` of the decision boundary counting as a tie that agrees
+            (`serving.tasks.classification`); None = reported, not gated.
         max_auc_drop: classification: bound on (Keras AUC - artefact AUC) against the ground
             truth, when parity is given it; None = reported, not gated.
 

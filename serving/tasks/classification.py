@@ -16,6 +16,12 @@ outputs here are the calibrated probabilities.
 Parity's agreement: the share of cases whose labels equal the reference's (label agreement), the
 share of single decisions that flip (decision-flip rate: one per finding, or one per case for
 softmax), and, when given the ground truth, the AUC of each against it and their difference.
+
+A flip is a *tie* when the reference itself sits within the artefact's element-wise tolerance of
+the decision boundary: a sigmoid probability within `max_abs` of the threshold, or two softmax
+classes within `2 * max_abs` of each other. An artefact within tolerance may then land on either
+side (one fp32 TFLite case with |p - threshold| = 6e-8 did, on a Zen 3), so the gated label
+agreement counts ties as agreeing; the report still gives the raw figure and the number of ties.
 """
 
 from __future__ import annotations
@@ -66,6 +72,17 @@ def decisions(probs: np.ndarray, activation: str, threshold: float) -> np.ndarra
     return (probs >= threshold).astype(np.int64)
 
 
+def _flip_margin(reference, ref_decisions, cand_decisions, activation, threshold) -> float:
+    """The reference's largest distance to the decision boundary among one case's flips: |p -
+    threshold| for a sigmoid output, half the gap between the two classes' probabilities for
+    softmax (so that both compare with the same `max_abs`)."""
+    probs = np.nan_to_num(np.asarray(reference, np.float64).reshape(-1), nan=0.0)
+    if activation == "softmax":
+        return float(probs[ref_decisions[0, 0]] - probs[cand_decisions[0, 0]]) / 2
+    flipped = (ref_decisions != cand_decisions).reshape(-1)
+    return float(np.max(np.abs(probs[flipped] - threshold)))
+
+
 def _activation(bundle) -> str:
     return bundle.manifest["output"].get("activation", "sigmoid")
 
@@ -88,6 +105,9 @@ class ClassificationAgreement(Agreement):
         super().__init__(bundle)
         self.flips = self.decisions = 0
         self.reference, self.candidate, self.truth = [], [], []
+        # Per case with a flip: the reference's largest distance to the decision boundary among
+        # its flipped decisions (a tie when within the artefact's tolerance, module docstring).
+        self.flip_margin: dict[str, float] = {}
 
     def add(self, case_id, reference, candidate, truth=None) -> None:
         if candidate.shape != reference.shape:
@@ -98,6 +118,8 @@ class ClassificationAgreement(Agreement):
         self.per_case[case_id] = float(np.array_equal(ref, cand))
         self.flips += int(np.count_nonzero(ref != cand))
         self.decisions += ref.size
+        if not self.per_case[case_id]:
+            self.flip_margin[case_id] = _flip_margin(reference, ref, cand, activation, threshold)
         if truth is not None:
             self.reference.append(np.asarray(reference, np.float64).reshape(1, -1))
             self.candidate.append(np.nan_to_num(np.asarray(candidate, np.float64)).reshape(1, -1))
@@ -126,10 +148,22 @@ class ClassificationAgreement(Agreement):
             "auc_drop": None if reference_auc is None else reference_auc - candidate_auc,
         }
 
+    def ties(self, tolerances) -> int:
+        """Cases whose every flip is a tie under `tolerances.max_abs` (module docstring)."""
+        if tolerances.max_abs is None:
+            return 0
+        return sum(m <= tolerances.max_abs for m in self.flip_margin.values())
+
+    def gated_agreement(self, tolerances) -> float:
+        """Label agreement with ties counted as agreeing: what `min_label_agreement` bounds."""
+        if not self.per_case:
+            return 0.0
+        return (sum(self.per_case.values()) + self.ties(tolerances)) / len(self.per_case)
+
     def checks(self, tolerances) -> dict[str, bool]:
         s, out = self.summary(), {}
         if tolerances.min_label_agreement is not None:
-            out["label_agreement"] = s["label_agreement"] >= tolerances.min_label_agreement
+            out["label_agreement"] = self.gated_agreement(tolerances) >= tolerances.min_label_agreement
         if tolerances.identical_masks:
             out["identical_labels"] = s["labels_identical"]
         if tolerances.max_auc_drop is not None:
@@ -140,9 +174,10 @@ class ClassificationAgreement(Agreement):
     def describe(self, check, tolerances) -> str:
         s = self.summary()
         if check == "label_agreement":
-            return (f"label agreement {s['label_agreement']:.5f} < tolerance "
+            return (f"label agreement {self.gated_agreement(tolerances):.5f} < tolerance "
                     f"{tolerances.min_label_agreement:g} (decision-flip rate "
-                    f"{s['decision_flip_rate']:.5f})")
+                    f"{s['decision_flip_rate']:.5f}; {self.ties(tolerances)} tie(s) within "
+                    f"max_abs of the boundary counted as agreeing)")
         if check == "identical_labels":
             return "labels differ from the Keras labels, which must be identical"
         if s["auc_drop"] is None:
@@ -155,6 +190,7 @@ class ClassificationAgreement(Agreement):
             "label agr.": f"{s['label_agreement']:.5f}",
             "label tol.": "-" if tol is None else f"{tol:g}",
             "decision flips": f"{s['decision_flip_rate']:.5f}",
+            "ties": str(self.ties(tolerances)),
             "AUC drop": "-" if s["auc_drop"] is None else f"{s['auc_drop']:+.5f}",
         }
 

@@ -78,6 +78,33 @@ def test_agreement_counts_label_agreement_flips_and_the_auc_drop():
     assert agreement.columns(Tolerances())["decision flips"] == f"{3 / 40:.5f}"
 
 
+def test_a_flip_at_the_threshold_within_max_abs_is_a_tie_not_a_disagreement():
+    agreement = ClassificationAgreement(_bundle())
+    agreement.add("tie", np.array([[0.5 - 6e-8]]), np.array([[0.5 + 1e-9]]))  # 6e-8 from 0.5
+    agreement.add("same", np.array([[0.9]]), np.array([[0.9]]))
+    s = agreement.summary()
+    assert s["label_agreement"] == 0.5 and s["decision_flip_rate"] == 0.5  # raw figures kept
+    assert agreement.checks(Tolerances(max_abs=1e-4)) == {"label_agreement": True}
+    assert agreement.columns(Tolerances(max_abs=1e-4))["ties"] == "1"
+    # The same flip under a tolerance tighter than its distance to the threshold is a flip.
+    assert agreement.checks(Tolerances(max_abs=1e-8)) == {"label_agreement": False}
+    assert "0 tie(s)" in agreement.describe("label_agreement", Tolerances(max_abs=1e-8))
+    # Identical labels (SavedModel) admit no tie.
+    assert agreement.checks(Tolerances(max_abs=1e-4, min_label_agreement=None,
+                                       identical_masks=True)) == {"identical_labels": False}
+    # A flip far from the threshold is never a tie.
+    agreement.add("far", np.array([[0.3]]), np.array([[0.7]]))
+    assert agreement.ties(Tolerances(max_abs=1e-4)) == 1
+    assert agreement.gated_agreement(Tolerances(max_abs=1e-4)) == pytest.approx(2 / 3)
+
+
+def test_softmax_tie_is_two_classes_within_twice_max_abs():
+    agreement = ClassificationAgreement(_bundle("softmax", names=("a", "b", "c")))
+    agreement.add("tie", np.array([[0.4, 0.40015, 0.19985]]), np.array([[0.40015, 0.4, 0.19985]]))
+    assert agreement.checks(Tolerances(max_abs=1e-4)) == {"label_agreement": True}
+    assert agreement.checks(Tolerances(max_abs=5e-5)) == {"label_agreement": False}
+
+
 def test_agreement_without_ground_truth_cannot_pass_an_auc_gate():
     agreement = ClassificationAgreement(_bundle())
     agreement.add("a", np.array([[0.9]]), np.array([[0.9]]))
