@@ -139,8 +139,9 @@ def folder_digest(folder) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def kerasmed_process(*args, cwd=None, timeout=300):
-    """Run the installed `kerasmed` console command as a user types it; returns the result."""
+def kerasmed_process(*args, cwd=None, timeout=300, preexec_fn=None):
+    """Run the installed `kerasmed` console command as a user types it; returns the result
+    (`preexec_fn`: run in the child before the command starts, e.g. to set a resource limit)."""
     import os
     import subprocess
     import sys
@@ -148,7 +149,25 @@ def kerasmed_process(*args, cwd=None, timeout=300):
 
     command = Path(sys.executable).parent / "kerasmed"
     return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          preexec_fn=preexec_fn)
+
+
+def kerasmed_in_process(capfd, *args):
+    """`kerasmed ARGS` through `kerasmed.cli.main` in this process (no 12 s TensorFlow import),
+    with what it printed: a `CompletedProcess` like `kerasmed_process`'s. The installed command
+    itself is run as a process by test_cli_processes and the README tests."""
+    import subprocess
+
+    from kerasmed.cli import main
+
+    capfd.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def assert_one_line_error(proc, *needles):

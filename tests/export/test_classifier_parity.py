@@ -31,7 +31,8 @@ def _threshold(bundle_dir, cases):
 
     bundle = load_bundle(bundle_dir)
     task = runtime_task("classification")
-    probs = [task.apply(bundle.runner("keras"), image, bundle)[0, -1] for _, image, _ in cases]
+    runner = bundle.runner("keras")  # loaded once: each load traces the model again
+    probs = [task.apply(runner, image, bundle)[0, -1] for _, image, _ in cases]
     return float(np.median(probs))
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import keras
+import pytest
 
 from kerasmed.cli import main
 from kerasmed.models.float32 import is_float32
@@ -59,8 +60,18 @@ def test_tiny_demo_end_to_end_passes_parity(tmp_path, capsys):
     bundle = load_bundle(run / "bundle")  # verifies every sha256
     assert bundle.parity["verdict"] == "pass"
     assert {a["format"] for a in bundle.artefacts} >= {"keras", "saved_model", "tflite", "onnx"}
+    # Every folder the demo made is marked as its own, so that a rerun may replace it (slow test
+    # below) and nothing else is ever replaced (test_demo_workdir).
+    for folder in (tmp_path / "data", run, tmp_path / "report"):
+        assert read_marker(folder)["created_by"] == "kerasmed demo", folder
 
 
+@pytest.mark.slow  # two whole tiny demos (60 s); the plan it follows is unit-tested in test_demo_workdir
+def test_tiny_demo_rerun_replaces_only_its_own_run(tmp_path, capsys):
+    assert main(["--quiet", "demo", "--workdir", str(tmp_path), "--config", str(CONFIG),
+                 "--profile", "tiny", "--set", "training.steps_per_epoch=4"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "runs" / "lung_nodule_seg_2d"
     # A rerun (`make demo` twice) replaces what the first run made, which it marked as its own:
     # the dataset is reused as it is, the run is trained again and the report rewritten.
     for folder in (tmp_path / "data", run, tmp_path / "report"):

@@ -6,12 +6,12 @@ import pytest
 
 from serving.image import Image
 from serving.io import write_nifti
-from tests.helpers import tiny_unet
-from tests.kerasmed.test_cli import _assert_one_line_error, _write_config, run_cli
+from tests.helpers import kerasmed_in_process, tiny_unet
+from tests.kerasmed.test_cli import _assert_one_line_error, _write_config
 
 
 @pytest.mark.parametrize("which", ["mask_path", "lung_mask_path"])
-def test_mask_of_another_shape_is_one_line_exit_2(tmp_path, which):
+def test_mask_of_another_shape_is_one_line_exit_2(tmp_path, capfd, which):
     # `train` refused this (its cache checks every case); `evaluate` crashed in numpy instead.
     data = tmp_path / "data"
     data.mkdir()
@@ -30,13 +30,14 @@ def test_mask_of_another_shape_is_one_line_exit_2(tmp_path, which):
     tiny_unet().save(run / "model.keras")
     what = "Mask" if which == "mask_path" else "Lung mask"
     _assert_one_line_error(
-        run_cli("--quiet", "evaluate", run), f"{what} of case c0 must share the image geometry",
+        kerasmed_in_process(capfd, "--quiet", "evaluate", run),
+        f"{what} of case c0 must share the image geometry",
         "shape=(4, 32, 30)", str(data / "bad.nii.gz"),
     )
     assert not (run / "eval").exists()
 
 
-def test_without_lung_masks_the_baseline_is_not_available(tmp_path):
+def test_without_lung_masks_the_baseline_is_not_available(tmp_path, capfd):
     import json
 
     # A manifest with no `lung_mask_path` (and one where only some cases have one) is evaluated;
@@ -60,7 +61,7 @@ def test_without_lung_masks_the_baseline_is_not_available(tmp_path):
                   preprocessing={"target_spacing": [None, None, None], "size": [None, 32, 32]},
                   model={"context_slices": 1})
     tiny_unet().save(run / "model.keras")
-    out = run_cli("--quiet", "evaluate", run)
+    out = kerasmed_in_process(capfd, "--quiet", "evaluate", run)
     assert out.returncode == 0, out.stderr
     assert "baseline mean Dice (HU threshold): n/a" in out.stdout
     summary = json.loads((run / "eval" / "summary.json").read_text())
@@ -71,7 +72,7 @@ def test_without_lung_masks_the_baseline_is_not_available(tmp_path):
 
     rows[1]["lung_mask_path"] = "c1_lungs.nii.gz"
     pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
-    out = run_cli("--quiet", "evaluate", run)
+    out = kerasmed_in_process(capfd, "--quiet", "evaluate", run)
     assert out.returncode == 0, out.stderr
     summary = json.loads((run / "eval" / "summary.json").read_text())
     # Lungs everywhere: HU > -500 marks exactly the 50 HU block, which is the mask.
