@@ -7,6 +7,10 @@ See `serving.bundle` for the layout and DESIGN.md "Bundle manifest" for the cont
 A bundle ships to other machines, so its manifest holds no absolute local path
 (`refuse_absolute_paths`): where a path matters (the validation data, for `kerasmed compare`), it
 is recorded relative to the bundle folder (`relative_location`).
+
+The manifest is strict JSON with its own sha256 (`serving.bundle.manifest_text`), and the folder
+carries a `.kerasmed` marker of kind `BUNDLE` (`serving.ownership`): `write_bundle` replaces only
+a bundle folder kerasmed made (`serving.bundle.check_bundle_folder`), never a user's folder.
 """
 
 from __future__ import annotations
@@ -26,14 +30,13 @@ from export.exporters.base_exporter import model_io
 from export.exporters.registry import EXPORTERS, get_exporter
 from kerasmed.models.float32 import as_float32
 from serving.atomic import atomic_dir
-from serving.bundle import MANIFEST_NAME
+from serving.bundle import MANIFEST_NAME, MANIFEST_VERSION, check_bundle_folder, manifest_text
 from serving.errors import ConfigError
-from serving.ownership import check_writable_folder
+from serving.ownership import BUNDLE, write_marker
 from serving.preprocessing import PreprocessSpec
 from serving.tasks import runtime_task
 
 DEFAULT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
-MANIFEST_VERSION = 1
 # POSIX root, home, UNC share or drive letter: what an absolute local path starts with.
 _ABSOLUTE = re.compile(r"(/|~|\\\\|[A-Za-z]:[\\/])")
 # Distribution names recorded in the manifest; onnxruntime ships as either of two.
@@ -213,8 +216,8 @@ def write_bundle(
             A mixed-precision model is rebuilt in float32 first (`kerasmed.models.float32.as_float32`)
             and a compiled model without its training state (`without_compile_state`), so the
             bundle's `model.keras` loads without kerasmed's losses and metrics registered.
-        out_dir: bundle folder. An existing bundle (a folder holding `manifest.json`, or an
-            empty folder) is replaced only after the new one is complete.
+        out_dir: bundle folder. An existing bundle (`serving.bundle.check_bundle_folder`) is replaced only
+            after the new one is complete.
         name: bundle name recorded in the manifest.
         task: a task registered in `serving.tasks.TASKS` ("segmentation", "classification"); it
             gives the manifest's `output` section and checks `class_names` against the output.
@@ -234,8 +237,9 @@ def write_bundle(
 
     Raises:
         ConfigError: on an invalid argument (including an absolute local path in `extra`), or if
-            `out_dir` is an existing file or a non-empty folder that is not a bundle, lies under a
-            file or cannot be written.
+            `out_dir` is an existing file or a non-empty folder that is not a bundle kerasmed made
+            (`serving.bundle.check_bundle_folder`), lies under a file or inside another bundle, or cannot be
+            written.
     """
     out_dir = Path(out_dir)
     formats, output, postprocess = _check_args(model, formats, task, class_names, postprocess)
@@ -249,15 +253,7 @@ def write_bundle(
             "`preprocess_spec` must be a PreprocessSpec. "
             f"Received: {type(preprocess_spec).__name__}"
         )
-    if out_dir.exists() and not (
-        out_dir.is_dir() and ((out_dir / MANIFEST_NAME).is_file() or not any(out_dir.iterdir()))
-    ):
-        raise ConfigError(
-            "`out_dir` must be a new path, an empty folder or an existing bundle (with "
-            f"{MANIFEST_NAME}); other folders are never replaced. Received: {str(out_dir)!r}"
-        )
-    # A path under a file (or in a read-only folder) would fail inside `atomic_dir`'s mkdir.
-    check_writable_folder(out_dir, "`out_dir` (the bundle folder)")
+    check_bundle_folder(out_dir)
     model = without_compile_state(as_float32(model))
     with atomic_dir(out_dir) as tmp:
         artefacts = [get_exporter(fmt).export(model, tmp) for fmt in formats]
@@ -274,5 +270,6 @@ def write_bundle(
             output=output,
         )
         refuse_absolute_paths(manifest)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (tmp / MANIFEST_NAME).write_text(manifest_text(manifest), encoding="utf-8")
+        write_marker(tmp, BUNDLE, "kerasmed export")
     return out_dir

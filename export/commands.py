@@ -17,11 +17,15 @@ EXIT_PARITY_FAILED = 1
 def _export(args) -> int:
     from kerasmed.cli import import_tensorflow
     from kerasmed.run import load_run
-    from serving.ownership import check_writable_folder
+    from serving.bundle import check_bundle_folder
 
-    if args.output is not None:  # before the model is read or TensorFlow loads
-        check_writable_folder(args.output, "`--output` (the bundle folder)")
-    load_run(args.run_dir)
+    # Before the model is read or TensorFlow loads: the folder must be absent, empty or a bundle
+    # kerasmed made (never a user's folder, e.g. one that merely holds a `manifest.json`).
+    if args.output is not None:
+        check_bundle_folder(args.output, "`--output` (the bundle folder)")
+    run_dir, _ = load_run(args.run_dir)
+    if args.output is None:
+        check_bundle_folder(run_dir / "bundle", "The bundle folder (default: RUN_DIR/bundle)")
     import_tensorflow()
     from export.run_export import export_run
 
@@ -31,12 +35,19 @@ def _export(args) -> int:
 
 
 def _compare(args) -> int:
+    from export.parity_result import check_report_folder
     from kerasmed.cli import import_tensorflow
     from serving.bundle import load_bundle
-    from serving.ownership import check_writable_folder
 
-    if args.output is not None:  # before the bundle is read or any artefact is run
-        check_writable_folder(args.output, "`--output` (the report folder)")
+    # Before the bundle is read or any artefact is run: compare's own report folder, never a
+    # user's folder nor a folder inside a bundle other than BUNDLE/parity*.
+    if args.output is not None:
+        check_report_folder(args.output, args.bundle, "`--output` (the report folder)")
+    else:  # the default report goes inside the bundle: a read-only one fails now, not after the run
+        from serving.ownership import check_writable_folder
+
+        check_writable_folder(args.bundle, "The bundle folder (`compare` writes its report in "
+                              "BUNDLE/parity unless --output is given)")
     load_bundle(args.bundle)
     import_tensorflow()
     from export.parity_report import format_table
@@ -83,7 +94,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
         "(with a sha256 per artefact). Mixed-precision models are exported in float32.",
     )
     p.add_argument("run_dir", help="a finished training run folder (holds model.keras)")
-    p.add_argument("--output", help="bundle folder (default: RUN_DIR/bundle)")
+    p.add_argument("--output", help="bundle folder (default: RUN_DIR/bundle); replaced only if "
+                   "absent, empty or a bundle kerasmed made")
     p.add_argument("--formats", nargs="+", metavar="FORMAT",
                    help="exporters to run (default: keras saved_model tflite onnx)")
     p.set_defaults(func=_export)
@@ -100,7 +112,8 @@ def register_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset folder (default: the one recorded in the bundle)")
     p.add_argument("--split", choices=("train", "val", "test"), help="default: the bundle's validation split")
     p.add_argument("--output", help="report folder (default: BUNDLE/parity, or BUNDLE/parity_narrower "
-                   "for a check of fewer artefacts or cases)")
+                   "for a check of fewer artefacts or cases); absent, empty or a parity report "
+                   "kerasmed made, and never elsewhere inside a bundle")
     p.add_argument("--formats", nargs="+", metavar="ARTEFACT", help="artefacts to check (default: all)")
     p.add_argument("--max-cases", type=positive_int, metavar="N",
                    help="check only the first N cases (a narrower check: the recorded certificate is kept)")

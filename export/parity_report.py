@@ -5,7 +5,10 @@ report folder never holds a half-written file. The report usually lives inside t
 ships to devices: it names cases by position (`#0`, `#1`..., see `ParityResult.to_dict`), never by
 case id (which may be a patient ID), and the bundle by its folder name, never by a local path.
 The manifest update changes only its `parity` entry: artefact entries and their sha256 are never
-touched, and the verdict is refused if the bundle's artefacts are not the ones parity ran on.
+touched, and the verdict is refused if the bundle's artefacts are not the ones parity ran on, or
+if the manifest was edited by hand since kerasmed wrote it (`manifest_sha256`). The report folder
+must be `compare`'s own (`export.parity_result.check_report_folder`) and gets a `.kerasmed`
+marker; `parity.json` is strict JSON (a NaN figure is written as null).
 
 Example:
     >>> result = run_parity(bundle, cases)
@@ -25,12 +28,20 @@ from matplotlib.figure import Figure
 
 from export.bundle_writer import refuse_absolute_paths
 from export.parity import ParityResult
+from export.parity_result import JSON_NAME, MD_NAME, PNG_NAME, REPORT_DIR, check_report_folder
 from serving.atomic import atomic_file, atomic_write_text
-from serving.bundle import MANIFEST_NAME, Bundle, validate_manifest, verify_artefacts
+from serving.bundle import (
+    MANIFEST_NAME,
+    Bundle,
+    check_manifest_digest,
+    finite_json,
+    validate_manifest,
+    verify_artefacts,
+    write_manifest,
+)
 from serving.errors import BundleError
+from serving.ownership import PARITY_REPORT, write_marker
 
-REPORT_DIR = "parity"
-JSON_NAME, MD_NAME, PNG_NAME = "parity.json", "parity.md", "parity.png"
 # Abs errors of exactly 0 are drawn at this floor on the log axis.
 _ERROR_FLOOR = 1e-12
 
@@ -178,14 +189,9 @@ def render_figure(result: ParityResult) -> Figure:
     return fig
 
 
-def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report: Path) -> None:
-    """Set the manifest's `parity` entry, leaving every other entry as it was.
-
-    Raises:
-        BundleError: if the bundle's artefacts fail verification or differ from those parity ran
-            on (their sha256).
-    """
-    root = Path(bundle_path)
+def _sealed_manifest(root: Path) -> dict[str, Any]:
+    """The bundle's manifest, checked against the schema and its own `manifest_sha256`, so that
+    a verdict is never recorded over a hand edit."""
     manifest_path = root / MANIFEST_NAME
     try:
         manifest = validate_manifest(json.loads(manifest_path.read_text(encoding="utf-8")))
@@ -193,6 +199,19 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
         raise BundleError(
             f"{MANIFEST_NAME} must be readable JSON. Received: {str(manifest_path)!r}: {err}"
         ) from err
+    check_manifest_digest(manifest, manifest_path)
+    return manifest
+
+
+def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report: Path) -> None:
+    """Set the manifest's `parity` entry, leaving every other entry as it was.
+
+    Raises:
+        BundleError: if the manifest was edited since kerasmed wrote it, or the bundle's
+            artefacts fail verification or differ from those parity ran on (their sha256).
+    """
+    root = Path(bundle_path)
+    manifest = _sealed_manifest(root)
     verify_artefacts(root, manifest["artefacts"])
     recorded = {a.get("key", a["format"]): a["sha256"] for a in manifest["artefacts"]}
     for key, a in result.artefacts.items():
@@ -222,7 +241,7 @@ def record_verdict(bundle_path: str | os.PathLike, result: ParityResult, report:
     # Only the entry written here: a bundle exported before the rule may record its data's
     # absolute path, and still gets its verdict.
     refuse_absolute_paths({"parity": manifest["parity"]}, MANIFEST_NAME)
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    write_manifest(root, manifest)
 
 
 def write_parity_report(
@@ -246,12 +265,20 @@ def write_parity_report(
         The report folder.
 
     Raises:
-        BundleError: if the manifest cannot be updated (see `record_verdict`).
+        ConfigError: if `out_dir` is not a report folder `compare` may write
+            (`export.parity_result.check_report_folder`), checked before anything is written.
+        BundleError: if the manifest cannot be updated (see `record_verdict`); a manifest
+            edited by hand is refused before any report file is written.
     """
     root = Path(result.bundle_path if bundle is None else getattr(bundle, "path", bundle))
     out = Path(out_dir) if out_dir is not None else root / REPORT_DIR
+    check_report_folder(out, root)
+    if update_manifest:  # a hand-edited manifest gets no report either
+        _sealed_manifest(root)
     out.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(result.to_dict(), indent=2, default=_json_default) + "\n"
+    write_marker(out, PARITY_REPORT, "kerasmed compare")
+    payload = json.dumps(finite_json(result.to_dict()), indent=2, default=_json_default,
+                         allow_nan=False) + "\n"
     atomic_write_text(out / JSON_NAME, payload)
     atomic_write_text(out / MD_NAME, render_markdown(result))
     with atomic_file(out / PNG_NAME) as png:

@@ -5,11 +5,15 @@ bundle's task (`serving.tasks`, `RuntimeTask.agreement`).
 Case ids stay in memory (`ParityResult.cases`): a manifest's case id may be a patient ID, and the
 report is written inside the bundle that ships to devices, so `to_dict()` names cases by position
 (`#0`, `#1`...) and `to_dict(local=True)` keeps the ids for reports that stay on this machine.
+
+`check_report_folder` says where a report may go; it imports no TensorFlow, so `kerasmed compare`
+checks its `--output` before any heavy import.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,13 +21,39 @@ from typing import Any
 import numpy as np
 
 from export.tolerances import Tolerances
+from serving.bundle import REPORT_DIRS
 
 REFERENCE = "keras"
+REPORT_DIR, NARROWER_REPORT_DIR = REPORT_DIRS  # a full check's report, a narrower check's
+REPORT_FILES = JSON_NAME, MD_NAME, PNG_NAME = ("parity.json", "parity.md", "parity.png")
 # Key of the result-level criteria (about the golden cases, not one artefact) in `failures`.
 GOLDEN_CASES = "golden_cases"
 VACUOUS_MESSAGE = (
     "no golden case has foreground in the Keras reference; the task-level check would be vacuous"
 )
+
+
+def check_report_folder(out_dir: str | os.PathLike, bundle_dir: str | os.PathLike,
+                        what: str = "`out_dir` (the report folder)") -> bool:
+    """Refuse a parity report folder that is not `compare`'s own, before any work.
+
+    It may be absent, empty, marked as a parity report (`.kerasmed`), or a report of a kerasmed
+    version before the marker (nothing but `parity.json`, `parity.md`, `parity.png`). Inside a
+    bundle only `bundle_dir`'s own `parity/` and `parity_narrower/` are allowed: a report in
+    another folder of a bundle (e.g. `BUNDLE/saved_model`) would break its sha256 check.
+
+    Returns:
+        True if an earlier report will be replaced.
+
+    Raises:
+        ConfigError: naming `what`, the folder and what was expected.
+    """
+    from serving.ownership import PARITY_REPORT, check_output_folder, holds_only
+
+    bundle_dir = Path(bundle_dir)
+    return check_output_folder(
+        out_dir, what, PARITY_REPORT, flag=None, legacy=holds_only(REPORT_FILES, (JSON_NAME,)),
+        bundle_reports=(bundle_dir / REPORT_DIR, bundle_dir / NARROWER_REPORT_DIR))
 
 
 @dataclasses.dataclass

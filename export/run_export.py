@@ -21,14 +21,14 @@ import kerasmed.layers.hu_window  # noqa: F401 - registers HUWindow for load_mod
 from export.bundle_writer import relative_location, write_bundle
 from export.parity import ParityResult, Tolerances, run_parity
 from export.parity_report import write_parity_report
+from export.parity_result import check_report_folder
 from kerasmed.config import Config, config_from_dict
 from kerasmed.data.manifest import read_manifest, split_cases
 from kerasmed.run import check_keras_archive, load_run, read_json
 from kerasmed.tasks import training_task
-from serving.bundle import load_bundle
+from serving.bundle import data_manifest_path, load_bundle
 from serving.errors import ConfigError, DataError
 from serving.io import read_image
-from serving.ownership import check_writable_folder
 
 
 def load_run_model(path: str | Path) -> keras.Model:
@@ -190,12 +190,15 @@ def compare_bundle(
         `(result, report_folder)`; the report folder defaults to `<bundle>/parity`.
 
     Raises:
-        ConfigError: if `max_cases` is not a positive integer, or `out_dir` is a file (or lies
-            under one) or cannot be written; both are checked before any work.
+        ConfigError: if `max_cases` is not a positive integer, or `out_dir` is not a report folder
+            `compare` may write (`export.parity_result.check_report_folder`: a file, a user's
+            folder, a folder inside a bundle); both are checked before any work.
+        BundleError: if the bundle records a data manifest path (`extra.manifest`) that is not
+            contained in the data folder.
     """
     _check_max_cases(max_cases)
     if out_dir is not None:
-        check_writable_folder(out_dir, "`out_dir` (the report folder)")
+        check_report_folder(out_dir, bundle_dir)
     bundle = load_bundle(bundle_dir)
     extra = bundle.manifest.get("extra") or {}
     manifest = extra.get("manifest") or "manifest.csv"
@@ -205,6 +208,7 @@ def compare_bundle(
     data = config.data
     root = data_root or recorded_data_root(bundle, bundle_dir,
                                            None if data.format == "imagefolder" else manifest)
+    data_manifest_path(root, manifest)  # contained in the data folder before it is opened
     rows = split_cases(read_manifest(root, manifest, data), split)
     task = training_task(bundle.task)
     cases = [(r.case_id, read_image(r.image_path, options=data.read), task.parity_truth(r, config))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import sys
 from importlib.metadata import entry_points
 
-from serving.errors import ConfigError, KerasmedError
+from serving.errors import REFUSALS, ConfigError, KerasmedError, StorageError
 
 EXIT_USER_ERROR = 2
 
@@ -85,9 +86,15 @@ def _train(args) -> int:
     from kerasmed.config import load_config
     from kerasmed.data.check import training_cases
     from kerasmed.run import check_run_dir
+    from kerasmed.training.cluster import check_environment, wait_for_peers
+    from kerasmed.training.launcher import check_local_workers
 
     if args.workers < 1:
         raise ConfigError(f"`--workers` must be at least 1. Received: --workers {args.workers}")
+    if args.workers > 1:
+        check_local_workers(args.workers)  # CPUs and memory
+    else:
+        check_environment()  # TF_CONFIG and KERASMED_PEER_TIMEOUT, before anything is read
     config = load_config(args.config, args.overrides)
     if not args.skip_bad:  # with it, the check (which reads every file) runs in `train`
         training_cases(config)
@@ -95,6 +102,8 @@ def _train(args) -> int:
     check_run_dir(run_dir, args.overwrite)  # here too, so that N workers never start to refuse
     if args.workers > 1:
         return _launch_workers(args, config, run_dir)
+    # In Python, where SIGTERM is heard, rather than in TensorFlow's endless wait for the others.
+    wait_for_peers()
     import_tensorflow()
     from kerasmed.training.trainer import train
 
@@ -147,12 +156,20 @@ def _evaluate(args) -> int:
 
     s = evaluate(args.run_dir, split=args.split, progress=not args.quiet)
     print(f"{training_task(s['task']).headline(s)}  -> {args.run_dir}/eval")
+    for warning in s.get("warnings") or []:  # e.g. a calibration that failed; fails nothing
+        print(f"warning: {warning}")
 
 
 def _explain(args) -> int:
+    from pathlib import Path
+
+    from kerasmed.explain_run import check_explain_folder
     from kerasmed.run import load_run
 
-    load_run(args.run_dir)
+    run_dir, _ = load_run(args.run_dir)
+    # Before TensorFlow loads: the command's own folder, never a file or a user's folder.
+    check_explain_folder(args.output or Path(run_dir) / "explain", "`--output` (the explanation "
+                         "folder)" if args.output else "The explanation folder (default: RUN_DIR/explain)")
     import_tensorflow()
     from kerasmed.explain_run import explain_run
 
@@ -168,12 +185,13 @@ def _check_data(args) -> int:
     from pathlib import Path
 
     from kerasmed.config import load_config
-    from kerasmed.data.check import check_dataset, default_check_dir
-    from serving.ownership import check_writable_folder
+    from kerasmed.data.check import check_dataset, check_report_folder, default_check_dir
 
     config = load_config(args.config, args.overrides)
     out = Path(args.output) if args.output else default_check_dir(config)
-    check_writable_folder(out, "`--output` (the report folder)")
+    # Before any file is read: the report's own folder, never the data folder nor a user's.
+    check_report_folder(out, config, "`--output` (the report folder)" if args.output else
+                        "The report folder (default: <data.root>/check)")
     report = check_dataset(config, progress=not args.quiet)
     report.write(out)
     # Warnings (intensity settings that do not fit the data) are printed but fail nothing.
@@ -218,13 +236,18 @@ def register_builtin(sub) -> None:
                        "(even kill -9) started again with the same command resumes from its last "
                        "completed epoch. With TF_CONFIG naming several workers, each process is one "
                        "worker of a MultiWorkerMirroredStrategy; --workers N starts N such workers "
-                       "on this host.")
+                       "on this host. A worker waits for the others at most KERASMED_PEER_TIMEOUT "
+                       "seconds (default 300), then names those that never started (exit code 2). "
+                       "A loss or weight that becomes NaN or infinite (a learning rate too high) "
+                       "stops training at once with one line and exit code 2; the run stays "
+                       "unfinished (no model.keras), so evaluate and export refuse it.")
     add_config_arguments(p)
     p.add_argument("--run-dir", help="output folder (default: output_dir/name of the config)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="train with N local worker processes (MultiWorkerMirroredStrategy on "
                    "localhost ports; worker 0 writes the run folder; sampling.batch_size is per "
-                   "replica). Default: 1, in this process")
+                   "replica). At most one per usable CPU (2 always) and per GB of available "
+                   "memory. Default: 1, in this process")
     p.add_argument("--overwrite", action="store_true",
                    help="train again from scratch into a run folder that holds a finished run "
                    "(its model is replaced, once the data has been read), or into a non-empty "
@@ -247,7 +270,8 @@ def register_builtin(sub) -> None:
                        "no problem (warnings or not); 1: problems found; 2: the check could not "
                        "run (config, missing manifest).")
     add_config_arguments(p)
-    p.add_argument("--output", help="report folder (default: <data.root>/check)")
+    p.add_argument("--output", help="report folder (default: <data.root>/check); absent, empty or "
+                   "a report kerasmed made, never the data folder")
     p.set_defaults(func=_check_data)
 
     p = sub.add_parser("evaluate", help="score a run on a split with its task's metrics, baseline and plots",
@@ -266,7 +290,8 @@ def register_builtin(sub) -> None:
     p.add_argument("images", nargs="+", help="image files (or DICOM series folders)")
     p.add_argument("--layer", help="Grad-CAM layer (default: the last convolutional layer with "
                    "a spatial size over 1)")
-    p.add_argument("--output", help="output folder (default: <run_dir>/explain)")
+    p.add_argument("--output", help="output folder (default: <run_dir>/explain); absent, empty or an "
+                   "explanation kerasmed made")
     p.add_argument("--no-occlusion", action="store_true", help="Grad-CAM only")
     p.set_defaults(func=_explain)
 
@@ -304,11 +329,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def file_system_refusal(err: BaseException) -> StorageError | None:
+    """`err` as a one-line `StorageError` when it is a write the file system refused outside
+    `serving.atomic` (which names its target itself), else None.
+
+    That is an `OSError` (or one raised from it) with ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EPERM
+    or ENOTDIR, or a TensorFlow error from its C++ file writers (SavedModel variables, event
+    files), which carries no errno but ends "<path>; <strerror>" (e.g. "...; File too large").
+    """
+    if isinstance(err, OSError):
+        return StorageError.from_os_error(err)
+    if not type(err).__module__.startswith("tensorflow"):
+        return None
+    text = str(err)
+    for code in REFUSALS:
+        found = re.search(rf"(\S+); {re.escape(os.strerror(code))}", text)
+        if found:
+            return StorageError.from_os_error(OSError(code, os.strerror(code), found.group(1)))
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one `kerasmed` command and return its exit code.
 
     Exit codes: 0 success; 1 a check failed (`compare`: a parity tolerance; `check-data`: a
-    problem in the data); 2 a user error, printed as one line on stderr; 130 interrupted by
+    problem in the data); 2 a user error, or a write the file system refused (no space left or
+    a file-size limit, read-only, permission denied, a file where a folder must be), printed as
+    one line on stderr naming the path and the reason; 130 interrupted by
     Ctrl-C (SIGINT) and 143 stopped by SIGTERM (128 + the signal number, what a shell reports for
     a process the signal killed). SIGTERM is handled like
     Ctrl-C: it raises KeyboardInterrupt wherever the command is, so every temp-then-rename writer
@@ -318,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from kerasmed.worker_processes import die_with_launcher
+
+    die_with_launcher()  # a worker of `train --workers N`: killed when its launcher dies
     quiet_tensorflow()
     args = build_parser().parse_args(argv)
     terminated = []
@@ -332,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
         return int(args.func(args) or 0)
-    except KerasmedError as err:
-        print(f"kerasmed {args.command}: error: {err}".replace("\n", " "), file=sys.stderr)
+    except Exception as err:
+        refused = err if isinstance(err, KerasmedError) else file_system_refusal(err)
+        if refused is None:  # a bug: keep its traceback
+            raise
+        print(f"kerasmed {args.command}: error: {refused}".replace("\n", " "), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if terminated:

@@ -180,6 +180,9 @@ class SamplingConfig(_Section):
 
 
 _HU_WINDOW_RULE = "must be [low, high] in HU with low < high (a window of positive width)"
+# Models built on a `keras.applications` backbone (`model.backbone`, `model.weights`), with the
+# smallest image side those backbones take (`kerasmed.models.transfer.MIN_SIDE`).
+BACKBONE_MODELS = {"transfer": 32}
 
 
 class ModelConfig(_Section):
@@ -225,6 +228,20 @@ class ModelConfig(_Section):
         if not v[0] < v[1]:
             raise ValueError(_HU_WINDOW_RULE)
         return v
+
+    @pydantic.model_validator(mode="after")
+    def _backbone_needs_transfer(self):
+        # Only the keras.applications builder takes these; any other would fail on the keyword.
+        given = {k: getattr(self, k) for k in ("backbone", "weights") if getattr(self, k) is not None}
+        if given and self.name not in BACKBONE_MODELS:
+            keys, verb, it = ("key", "is", "it") if len(given) == 1 else ("keys", "are", "them")
+            raise _RuleError(
+                f"config {keys} {' and '.join(f'`model.{k}`' for k in given)} {verb} for a model on a "
+                f"keras.applications backbone (`model.name`: {', '.join(BACKBONE_MODELS)}); set {it} "
+                f"to null for model.name={self.name!r}. Received: model.name={self.name!r}, "
+                + ", ".join(f"model.{k}={v!r}" for k, v in given.items())
+            )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _classes_named(self):
@@ -278,6 +295,16 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     classification: ClassificationConfig = ClassificationConfig()
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, v):
+        # The run folder is `output_dir/name`: a name with a separator or `..` would put it
+        # elsewhere (`../../x`), or in a folder of another run (`a/b`).
+        if v.strip() in ("", ".", "..") or any(c in v for c in "/\\\0"):
+            raise ValueError("must be one plain folder name (the run folder under `output_dir`): "
+                             "not empty, `.` or `..`, and without `/`, `\\` or NUL")
+        return v
 
     @pydantic.field_validator("task")
     @classmethod

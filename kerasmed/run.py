@@ -22,7 +22,8 @@ def load_run(run_dir: str | Path) -> tuple[Path, Config]:
 
     Raises:
         DataError: if the folder is not a run, training did not write `model.keras`, or that file
-            is not a readable .keras archive.
+            is not a readable .keras archive, or holds NaN or infinite weights (a diverged run
+            that an earlier kerasmed saved).
         ConfigError: if the run's `config.yaml` is unreadable or invalid.
     """
     run_dir = Path(run_dir)
@@ -31,7 +32,67 @@ def load_run(run_dir: str | Path) -> tuple[Path, Config]:
     if not (run_dir / "model.keras").is_file():
         raise DataError(f"Run folder has no model.keras; training did not finish. Received: {run_dir}")
     check_keras_archive(run_dir / "model.keras")
-    return run_dir, load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml")
+    found = nonfinite_archive_weights(run_dir / "model.keras")
+    if found:
+        raise DataError(
+            f"`{run_dir / 'model.keras'}` must hold finite weights; its training diverged, so it is "
+            f"no usable model: train it again with a lower `training.learning_rate` "
+            f"({OVERWRITE_FLAG}). Received: {describe_nonfinite(found)}"
+        )
+    return run_dir, config
+
+
+def describe_nonfinite(found: list[tuple[str, int, int]]) -> str:
+    """"NaN or inf in A weight arrays (B of C values), e.g. `name`" for `(name, bad, size)` rows."""
+    bad, size = sum(n for _, n, _ in found), sum(s for _, _, s in found)
+    return (f"NaN or inf in {len(found)} weight array{'s' if len(found) > 1 else ''} ({bad} of "
+            f"{size} values), e.g. `{found[0][0]}`")
+
+
+def nonfinite_archive_weights(path: str | Path) -> list[tuple[str, int, int]]:
+    """The model weights of a `.keras` archive that hold NaN or inf, read without TensorFlow.
+
+    The optimizer's state is left out: it is no part of the model that `evaluate` and `export`
+    use.
+
+    Returns:
+        `(array path in model.weights.h5, non-finite values, values)` per such array; empty for a
+        healthy model (or an archive without `model.weights.h5`).
+
+    Raises:
+        DataError: if the archive's weights cannot be read (a damaged member).
+    """
+    import io
+
+    import h5py
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "model.weights.h5" not in archive.namelist():
+                return []
+            data = io.BytesIO(archive.read("model.weights.h5"))
+    except (OSError, zipfile.BadZipFile) as err:  # a damaged member fails its CRC check
+        raise DataError(f"`{path}` must be a readable .keras archive; it is corrupt. "
+                        f"Received: {type(err).__name__}: {err}") from err
+    found = []
+
+    def visit(name, item):
+        if not isinstance(item, h5py.Dataset) or name.startswith("optimizer") or item.dtype.kind != "f":
+            return
+        values = item[()]
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            found.append((name, bad, int(np.size(values))))
+
+    try:
+        with h5py.File(data, "r") as weights:
+            weights.visititems(visit)
+    except OSError as err:
+        raise DataError(f"`{path}` must hold readable weights (model.weights.h5); it is corrupt. "
+                        f"Received: {err}") from err
+    return found
 
 
 def check_keras_archive(path: str | Path, error: type[KerasmedError] = DataError) -> None:

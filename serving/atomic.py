@@ -10,17 +10,22 @@ Temporary names are hidden siblings (`.<name>.tmp-<random><suffixes>`) in the ta
 the final rename never crosses file systems, and they keep every suffix of the target
 (`.weights.h5`, `.nii.gz`), which some writers read to choose a format. A file is flushed to disk
 (`fsync`) before the rename, so a crash never publishes a hole. On any error, the temporary is
-deleted and the target is left as it was.
+deleted and the target is left as it was; a write the file system refuses (no space left, a
+file-size limit, read-only, permission denied, a file where a folder must be) is raised as a
+`StorageError` naming the target, not its temporary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from serving.errors import StorageError
 
 
 def temporary_sibling(target: str | os.PathLike, kind: str = "tmp") -> Path:
@@ -69,16 +74,18 @@ def atomic_file(target: str | os.PathLike, *, fsync: bool = True) -> Iterator[Pa
         ...     model.save(tmp)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(target)
     try:
-        yield tmp
-        if tmp.exists():
-            if fsync:
-                fsync_file(tmp)
-            os.replace(tmp, target)
+        with _refusals_named(target):
+            _make_parent(target)
+            yield tmp
+            if tmp.exists():
+                if fsync:
+                    fsync_file(tmp)
+                os.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            tmp.unlink()
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
@@ -126,12 +133,33 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         ...     (tmp / "manifest.json").write_text("{}")
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    with _refusals_named(target):
+        _make_parent(target)
+        tmp.mkdir()
+        try:
+            yield tmp
+            replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _make_parent(target: Path) -> None:
     try:
-        yield tmp
-        replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:  # a file where the folder must be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from err
+
+
+@contextlib.contextmanager
+def _refusals_named(target: Path) -> Iterator[None]:
+    """Raise a write the file system refuses in the block as a `StorageError` naming `target`
+    (or the file the error names, with temporary names shown as their targets)."""
+    try:
+        yield
+    except OSError as err:
+        refused = StorageError.from_os_error(err, target)
+        if refused is None:
+            raise
+        raise refused from err

@@ -12,7 +12,16 @@ any artefact path that reaches outside the folder, any missing file or any hash 
 device never runs a model other than the one that passed parity. An artefact `file` must be a
 relative POSIX path that resolves, symlinks followed, inside the bundle folder; a directory
 artefact (SavedModel) may hold no symlink that leaves the bundle or points at a folder. Every path
-is checked before any file is opened or hashed.
+is checked before any file is opened or hashed. The validation data's manifest a bundle records
+(`extra.manifest`, read by `kerasmed compare`) must likewise be a relative path without `..`, which
+`data_manifest_path` resolves inside the data folder.
+
+`manifest.json` is strict JSON (no NaN or Infinity, which e.g. JavaScript's `JSON.parse` rejects:
+`manifest_text` writes non-finite numbers as null) and records `manifest_sha256`, the sha256 of its
+own canonical content (`manifest_digest`). A manifest edited by hand after kerasmed wrote it no
+longer matches and is refused, so its parity certificate is never recorded over the edit. This
+detects edits, not forgery: anyone can recompute the digest. Manifests of `manifest_version` 1
+(before the digest) load without it.
 
 Example:
     >>> bundle = load_bundle("runs/lung/bundle")
@@ -25,17 +34,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from serving.atomic import atomic_write_text
 from serving.errors import BundleError, ConfigError
+from serving.ownership import BUNDLE, check_output_folder
 from serving.preprocessing import PreprocessSpec, preprocessing_version
 from serving.runners.base_runner import Runner
 from serving.runners.registry import get_runner_class, make_runner, runner_names
 
 MANIFEST_NAME = "manifest.json"
+# Version 2: strict JSON and `manifest_sha256`, which version-2 manifests must hold.
+MANIFEST_VERSION = 2
+DIGEST_KEY = "manifest_sha256"
+REPORT_DIRS = ("parity", "parity_narrower")  # what `compare` writes inside a bundle
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -101,6 +117,10 @@ def artefact_key(entry: dict[str, Any]) -> str:
 
 def _check_relative(key: str, field: str, name: str) -> None:
     """Refuse, without touching the disk, an artefact path that is not a plain relative path."""
+    _check_plain_relative(name, f"Artefact `{key}` (`{field}`)", "the bundle folder")
+
+
+def _check_plain_relative(name: str, what: str, inside: str) -> None:
     posix, windows = PurePosixPath(name), PureWindowsPath(name)
     if (
         not name
@@ -112,14 +132,14 @@ def _check_relative(key: str, field: str, name: str) -> None:
         or ".." in windows.parts
     ):
         raise BundleError(
-            f"Artefact `{key}` (`{field}`) must be a relative POSIX path inside the bundle folder "
+            f"{what} must be a relative POSIX path inside {inside} "
             f"(not empty, not absolute, no `..`, no NUL byte). Received: {name!r}"
         )
     try:
         os.fsencode(name)
     except UnicodeError as err:  # e.g. a lone surrogate ("\ud800"), which JSON can carry
         raise BundleError(
-            f"Artefact `{key}` (`{field}`) must be a file name the file system can encode. "
+            f"{what} must be a file name the file system can encode. "
             f"Received: {_short(name)} ({err.reason})"
         ) from err
 
@@ -153,6 +173,8 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     a finite number in [0, 1], and `parity` an object. Optional `input.fingerprint` (the training
     set's dataset fingerprint) is an object of finite numbers or lists of finite numbers.
     `input.preprocessing.version`, if any, is a preprocessing version this serving implements.
+    `extra.manifest`, if any and not null, is a relative path without `..` (the validation data's
+    manifest, under the data folder).
 
     Args:
         manifest: the value `json.loads` returned.
@@ -200,7 +222,152 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         for key, value in fp.items():
             ok = all(_is_number(v) for v in (value if isinstance(value, list) else [value]))
             _require(ok, f"input.fingerprint.{key}", "a finite number or a list of them", value)
+    extra = manifest.get("extra")
+    if isinstance(extra, dict) and extra.get("manifest") is not None:
+        # `compare` opens this file under the data folder: contained like an artefact path.
+        name = extra["manifest"]
+        _require(isinstance(name, str), "extra.manifest", "a string or null", name)
+        _check_plain_relative(name, f"`extra.manifest` in {MANIFEST_NAME} (the validation data's "
+                              "manifest)", "the data folder")
     return manifest
+
+
+def finite_json(value: Any) -> Any:
+    """`value` (JSON-ready: dicts, lists, numbers, strings, None) with every non-finite number
+    (NaN, Infinity) replaced by None, so that strict JSON can hold it; numpy numbers become
+    Python ones."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, int):  # numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical content: every entry except `manifest_sha256` itself,
+    as compact JSON with sorted keys, so that formatting does not count but any value does.
+
+    Raises:
+        ValueError: if the manifest holds a non-finite number (pass it through `finite_json`).
+    """
+    content = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The text of `manifest.json`: strict JSON (non-finite numbers as null), indented, with
+    `manifest_sha256` recorded last, and `manifest_version` raised to `MANIFEST_VERSION`."""
+    content = finite_json({k: v for k, v in manifest.items() if k != DIGEST_KEY})
+    content["manifest_version"] = max(MANIFEST_VERSION, _version_of(content))
+    content[DIGEST_KEY] = manifest_digest(content)
+    return json.dumps(content, indent=2, allow_nan=False) + "\n"
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Write `folder/manifest.json` atomically as `manifest_text` gives it; returns its path."""
+    return atomic_write_text(Path(folder) / MANIFEST_NAME, manifest_text(manifest))
+
+
+def _version_of(manifest: dict[str, Any]) -> int:
+    version = manifest.get("manifest_version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+def check_manifest_digest(manifest: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a manifest whose content no longer matches its recorded `manifest_sha256`.
+
+    A manifest of `manifest_version` 1 (written before the digest) passes without one.
+
+    Raises:
+        BundleError: if the digest is missing from a version-2 manifest, or does not match.
+    """
+    recorded = manifest.get(DIGEST_KEY)
+    if recorded is None and _version_of(manifest) < 2:
+        return
+    try:
+        actual = manifest_digest(manifest)
+    except ValueError:  # NaN or Infinity: kerasmed never writes them into a version-2 manifest
+        actual = "none (it holds NaN or Infinity)"
+    if recorded != actual:
+        raise BundleError(
+            f"{path} was edited after kerasmed wrote it: its content no longer matches its "
+            f"recorded `{DIGEST_KEY}`, so the bundle (and its parity certificate) is refused; "
+            f"export the bundle again. Received: sha256={actual}, recorded {_short(recorded)}"
+        )
+
+
+def read_bundle_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The parsed manifest of `folder` if it holds a `manifest.json` that passes the bundle
+    schema (`validate_manifest`), else None. Reads that one file and nothing else."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        if not path.is_file():
+            return None
+        return validate_manifest(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError, BundleError):
+        return None
+
+
+def is_replaceable_bundle(folder: str | os.PathLike) -> bool:
+    """Whether `folder`, which has no `.kerasmed` marker, is a bundle that a kerasmed version
+    before the marker wrote, and so may be replaced by `export`.
+
+    Such a bundle is recognised by its content: its `manifest.json` passes the bundle schema and
+    the folder holds nothing but that manifest, the artefacts it lists and the reports `compare`
+    writes (`parity/`, `parity_narrower/`). A stray `manifest.json` that is no bundle manifest,
+    or any other file beside a bundle's, makes it the user's folder.
+    """
+    manifest = read_bundle_manifest(folder)
+    if manifest is None:
+        return False
+    known = {MANIFEST_NAME, *REPORT_DIRS}
+    known.update(PurePosixPath(a["file"]).parts[0] for a in manifest["artefacts"])
+    return all(p.name in known for p in Path(folder).iterdir())
+
+
+def check_bundle_folder(out_dir: str | os.PathLike, what: str = "`out_dir` (the bundle folder)") -> bool:
+    """Refuse, before any work, a bundle folder that `export` (`write_bundle`) may not replace.
+
+    It may be absent, empty, a bundle kerasmed made (its `.kerasmed` marker says `BUNDLE`), or a
+    bundle of a kerasmed version before the marker, recognised by its content
+    (`is_replaceable_bundle`: a valid bundle manifest, and nothing beside it but its
+    artefacts and parity reports). A folder with a stray `manifest.json`, or with the user's
+    files beside a bundle, is refused; so is any folder inside another bundle.
+
+    Returns:
+        True if an existing bundle will be replaced.
+
+    Raises:
+        ConfigError: naming `what`, the folder and what it holds.
+    """
+    return check_output_folder(out_dir, what, BUNDLE, flag=None, legacy=is_replaceable_bundle)
+
+
+def data_manifest_path(root: str | os.PathLike, name: str) -> Path:
+    """`root/name`, the validation data's manifest a bundle records (`extra.manifest`), refused
+    unless `name` is a plain relative path that resolves (symlinks followed) inside `root`.
+    Nothing is opened.
+
+    Raises:
+        BundleError: naming the recorded path and the data folder.
+    """
+    what = f"`extra.manifest` in {MANIFEST_NAME} (the validation data's manifest)"
+    _check_plain_relative(name, what, "the data folder")
+    root_real = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(Path(root) / name))
+    if root_real not in real.parents:
+        raise BundleError(
+            f"{what} must resolve inside the data folder {str(root_real)!r}. "
+            f"Received: {name!r} -> {str(real)!r}"
+        )
+    return Path(root) / name
 
 
 def _is_number(value: Any) -> bool:
@@ -479,7 +646,8 @@ def load_bundle(path: str | os.PathLike, artefacts: list[str] | None = None) -> 
         BundleError: if the folder or manifest is missing or breaks the schema
             (`validate_manifest`), or any artefact path reaches outside the folder, or any
             artefact is missing or does not match its recorded sha256 (the message names the
-            field or artefact). Paths are all checked before any artefact is opened.
+            field or artefact), or the manifest was edited after kerasmed wrote it
+            (`check_manifest_digest`). Paths are all checked before any artefact is opened.
     """
     root = Path(path)
     if not root.is_dir():
@@ -495,4 +663,6 @@ def load_bundle(path: str | os.PathLike, artefacts: list[str] | None = None) -> 
             )
         entries = [known[k] for k in artefacts]
     verify_artefacts(root, entries)
+    # Last, so that a broken or escaping entry is named by its own rule first.
+    check_manifest_digest(manifest, root / MANIFEST_NAME)
     return Bundle(root, manifest, {artefact_key(e) for e in entries})

@@ -33,9 +33,13 @@ import pytest
 from tests.corpus import (  # noqa: F401
     bundle_cases,
     cli_cases,
+    cluster_cases,
     config_cases,
     data_cases,
+    filesystem_cases,
+    output_cases,
     runner_cases,
+    training_cases,
 )
 from tests.corpus.harness import (
     CASES,
@@ -43,9 +47,12 @@ from tests.corpus.harness import (
     Api,
     Work,
     corpus_data,  # noqa: F401 - the fixture the cases ask for
+    limited_file_size,
+    preexec,
 )
 from tests.helpers import (
     changes_outside,
+    kerasmed_in_process,
     kerasmed_process,
     tree_snapshot,
 )
@@ -62,16 +69,6 @@ def _check_message(text: str, needles, absent) -> None:
             assert needle in text, (needle, text)
     for word in absent:
         assert word not in text, (word, text)
-
-
-def _run_cli_in_process(args) -> subprocess.CompletedProcess:
-    from kerasmed.cli import main
-
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit:  # argparse
-        code = exit.code
-    return subprocess.CompletedProcess(args, code, "", "")
 
 
 def _run_cli_until(args, cwd, terminate_when) -> subprocess.CompletedProcess:
@@ -114,11 +111,11 @@ def test_bad_input_is_one_line_and_changes_nothing(case, tmp_path, request, monk
         if expect.terminate_when is not None:
             proc = _run_cli_until(args, work, expect.terminate_when)
         elif expect.in_process:
-            capfd.readouterr()
-            proc = _run_cli_in_process(args)
-            proc.stdout, proc.stderr = capfd.readouterr()
+            assert not expect.unprivileged, "only a subprocess can drop root's capabilities"
+            with limited_file_size(expect.file_size_limit):
+                proc = kerasmed_in_process(capfd, *args)
         else:
-            proc = kerasmed_process(*args, cwd=work)
+            proc = kerasmed_process(*args, cwd=work, preexec_fn=preexec(expect))
         assert proc.returncode == expect.code, (proc.returncode, proc.stdout, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         if expect.code == 0:  # a narrower check is no error: it succeeds, stderr stays silent
@@ -175,12 +172,59 @@ ISSUE_6 = {
     "6. SIGTERM during generate": "cli/generate-sigterm",
 }
 
+# Issue 16's findings, by its numbered groups, and the cases that run them.
+ISSUE_16 = {
+    "1. export --output over a stray manifest.json": "cli/export-output-holding-a-stray-manifest-json",
+    "1. check-data --output the data folder": "cli/check-data-output-is-the-data-folder",
+    "1. compare --output inside a bundle's artefact": "cli/compare-output-in-a-bundles-saved-model",
+    "1. explain --output a file": "cli/explain-output-is-a-file",
+    "2. a diverging learning rate": "cli/train-learning-rate-1e12-diverges",
+    "2. NaN in a cached image": "data/cached-image-with-nan",
+    "2. evaluate on NaN weights": "cli/evaluate-a-run-with-nan-weights",
+    "2. export of NaN weights": "cli/export-a-run-with-nan-weights",
+    "3. a peer that never starts": "cluster/peer-never-starts",
+    "3. SIGTERM while waiting for a peer": "cluster/sigterm-while-waiting-for-a-peer",
+    "3. --workers 64 on 2 CPUs": "cluster/workers-beyond-cpus-and-memory",
+    "3. TF_CONFIG cluster as a list": "cluster/tf-config-cluster-a-list",
+    "3. TF_CONFIG index as a string": "cluster/tf-config-index-a-string",
+    "3. a worker index outside the cluster": "cluster/tf-config-index-outside-the-cluster",
+    "4. full disk: generate": "cli/generate-no-space-left",
+    "4. full disk: preprocess": "cli/preprocess-no-space-left",
+    "4. full disk: train": "cli/train-no-space-left-for-the-checkpoint",
+    "4. full disk: export": "cli/export-no-space-left",
+    "4. full disk: evaluate": "cli/evaluate-no-space-left",
+    "4. full disk: check-data": "cli/check-data-no-space-left",
+    "4. full disk: compare": "cli/compare-no-space-left",
+    "4. a read-only dataset with the default cache": "cli/preprocess-read-only-dataset-default-cache",
+    "4. a complete read-only cache": "cli/preprocess-read-only-complete-cache-is-used-as-it-is",
+    "4. a read-only bundle with compare's default output": "cli/compare-read-only-bundle-default-output",
+    "4. data.cache_dir a file": "cli/train-cache-dir-is-a-file",
+    "5. a truncated cached case": "data/cache-truncated-case-refused-by-load_cache",
+    "5. a reshaped cached case": "data/cache-reshaped-case-refused-by-load_cache",
+    "5. two cached cases swapped": "data/cache-swapped-images-case-refused-by-load_cache",
+    "6. RGB PNG in a classifier's data": "data/check-data-classifier-rgb-image",
+    "6. palette PNG in a classifier's data": "data/check-data-classifier-palette-image",
+    "6. RGB DICOM in a classifier's data": "data/check-data-classifier-dicom-image",
+    "6. --skip-bad on a classifier's colour images": "cli/train-skip-bad-skips-a-classifiers-colour-images",
+    "6. a split with one class": "cli/train-classifier-val-split-of-one-class",
+    "6. a manifest without validation rows": "cli/train-classifier-manifest-without-val-rows",
+    "6. model.backbone on a cnn": "cli/train-backbone-on-a-cnn",
+    "6. a transfer model on 8x8 input": "cli/train-transfer-on-8x8-images",
+    "6. bench-train on a classification config": "cli/bench-train-on-a-classifier",
+    "6. temperature scaling at its bound": "cli/evaluate-temperature-scaling-at-its-bound",
+    "7. a hand-edited manifest.json": "cli/compare-hand-edited-manifest",
+    "7. extra.manifest ../../etc/passwd": "cli/compare-data-manifest-dotdot-etc-passwd",
+    "7. extra.manifest /etc/passwd": "cli/compare-data-manifest-etc-passwd",
+    "8. name: ../../x": "config/run-name-dotdot-path",
+    "8. name: a/b": "config/run-name-subfolder",
+}
 
-def test_the_corpus_is_large_distinct_and_covers_issue_6():
+
+def test_the_corpus_is_large_distinct_and_covers_issues_6_and_16():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     assert len(ids) >= 100
     areas = {i.split("/")[0] for i in ids}
-    assert areas == {"config", "data", "bundle", "runner", "cli"}, areas
-    missing = {what: i for what, i in ISSUE_6.items() if i not in ids}
+    assert areas == {"config", "data", "bundle", "runner", "cli", "cluster"}, areas
+    missing = {what: i for what, i in {**ISSUE_6, **ISSUE_16}.items() if i not in ids}
     assert not missing, missing

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from kerasmed.bench import require_segmentation
 from kerasmed.bench.flops import training_flops
 from kerasmed.bench.machine import cpu_info, describe_cpu, matmul_peak_gflops
 from kerasmed.config import Config, config_from_dict
@@ -95,7 +96,11 @@ def run_train_bench(config: Config, out_dir: str | Path = "bench", repeats: int 
 
     Returns:
         The result written to `train.json`.
+
+    Raises:
+        ConfigError: for a config of another task than segmentation, or counts below 1.
     """
+    require_segmentation(config, "bench-train")
     if repeats < 1 or window < 1 or warmup < 1:
         raise ConfigError(f"`repeats`, `window` and `warmup` must be >= 1. Received: repeats={repeats}, "
                           f"window={window}, warmup={warmup}")

@@ -10,9 +10,9 @@ unknown label, a patient in two splits), then reads every file of every case wit
   PNG are all refused by the reader, whose message names the file;
 - a mask, and every other `*_path` file (label maps, e.g. `lung_mask_path`), must be grey and lie
   on its image's grid;
-- in a dataset with masks (segmentation) the images must be grey too: the models take
-  neighbouring slices as channels, so an RGB image has no place (the slice cache's rule); an
-  ImageFolder tree (no masks) may hold RGB images;
+- the images must be grey too, for every task (a classifier's as well as a segmentation's): the
+  models take neighbouring slices as channels, so an RGB image (an RGB or colour-palette PNG, an
+  RGB DICOM) has no place (the slice cache's rule, which training would otherwise meet first);
 - the mask of a `train` case must mark at least one voxel. An all-empty mask is far more often a
   failed export or a wrong label value than a true negative, and training cases are what the
   positive patches are drawn from; `val` and `test` cases may be negative (specificity is
@@ -26,12 +26,14 @@ no problem: it fails no case and does not make `check-data` exit 1.
 
 A case with any problem is left out of `CheckReport.good`, which `kerasmed train --skip-bad`
 trains on. `CheckReport.write` puts problems.csv, cases.csv (per-case statistics), summary.md
-and histogram.png in a folder (default `<data.root>/check/`), each file written atomically.
-No TensorFlow is imported.
+and histogram.png in a folder (default `<data.root>/check/`), each file written atomically. That
+folder is the check's own (`check_report_folder`): marked with `.kerasmed`, never the data folder
+nor a folder the user made. No TensorFlow is imported.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +54,15 @@ from kerasmed.data.manifest import (
     discover_dataset,
     manifest_problems,
 )
-from serving.atomic import atomic_file, atomic_write_text
-from serving.errors import DataError
+from serving.atomic import atomic_dir, atomic_file
+from serving.errors import ConfigError, DataError
 from serving.image import Image
 from serving.io import read_image
 
 HISTOGRAM_SAMPLES = 200_000  # voxels drawn per case for the percentiles and the histogram
 _CASE_BINS, _PLOT_BINS = 256, 200
 PROBLEM_COLUMNS = ["case_id", "file", "reason"]
+REPORT_FILES = ("problems.csv", "cases.csv", "summary.md", "histogram.png")
 
 
 @dataclass
@@ -142,14 +145,60 @@ class CheckReport:
         return "\n".join(lines) + "\n"
 
     def write(self, folder: str | Path) -> Path:
-        """Write problems.csv, cases.csv, summary.md and histogram.png into `folder` (each file
-        atomically; other files in the folder are left alone); returns `folder`."""
+        """Write problems.csv, cases.csv, summary.md and histogram.png into `folder`, marked as a
+        check report; returns `folder`. The report is written whole into a temporary sibling and
+        renamed into place, so a failed write (a full disk) leaves the earlier report, or none.
+
+        Raises:
+            ConfigError: if `folder` is not one a check report may be written to
+                (`report_folder_rule`), checked before anything is written.
+        """
+        from serving.ownership import CHECK_REPORT, write_marker
+
         folder = Path(folder)
-        atomic_write_text(folder / "problems.csv", self.problems.to_csv(index=False))
-        atomic_write_text(folder / "cases.csv", self.stats.to_csv(index=False, float_format="%.6g"))
-        atomic_write_text(folder / "summary.md", self.to_markdown())
-        plot_histograms(self.histograms, folder / "histogram.png")
+        report_folder_rule(folder, "The check report folder")
+        with atomic_dir(folder) as tmp:
+            write_marker(tmp, CHECK_REPORT, "kerasmed check-data")
+            (tmp / "problems.csv").write_text(self.problems.to_csv(index=False))
+            (tmp / "cases.csv").write_text(self.stats.to_csv(index=False, float_format="%.6g"))
+            (tmp / "summary.md").write_text(self.to_markdown())
+            plot_histograms(self.histograms, tmp / "histogram.png")
         return folder
+
+
+def report_folder_rule(folder: str | Path, what: str) -> bool:
+    """The ownership rule of a check report folder: absent, empty, marked as a check report, or
+    a report of a kerasmed version before the marker (nothing but its four files, among them
+    problems.csv); never inside a model bundle. True if an earlier report is replaced."""
+    from serving.ownership import CHECK_REPORT, check_output_folder, holds_only
+
+    return check_output_folder(folder, what, CHECK_REPORT, flag=None,
+                               legacy=holds_only(REPORT_FILES, ("problems.csv",)))
+
+
+def check_report_folder(folder: str | Path, config: Config,
+                        what: str = "`--output` (the report folder)") -> None:
+    """Refuse, before the dataset is read, a folder `check-data` must not write its report to.
+
+    The report's `cases.csv` and `summary.md` would overwrite a user's files of those names (a
+    manifest is often called `cases.csv`), so the folder may not be the dataset folder
+    (`data.root`) nor the one holding its manifest, and must pass `report_folder_rule`.
+
+    Raises:
+        ConfigError: naming `what`, the folder and what was expected.
+    """
+    real = os.path.realpath(folder)
+    root = Path(config.data.root)
+    homes = {os.path.realpath(root): f"the dataset folder `data.root` ({root})"}
+    if config.data.format != "imagefolder" and config.data.manifest:
+        manifest = root / config.data.manifest
+        homes.setdefault(os.path.realpath(manifest.parent), f"the folder of the data manifest {manifest}")
+    if real in homes:
+        raise ConfigError(
+            f"{what} must be a folder of its own, not {homes[real]}: the report's "
+            f"{', '.join(REPORT_FILES)} would overwrite the data's files. Received: {folder}"
+        )
+    report_folder_rule(folder, what)
 
 
 def default_check_dir(config: Config) -> Path:
@@ -177,7 +226,6 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     found = manifest_problems(dataset)
     # Files the manifest rules found missing or invalid (or another case's image) are not read.
     skip = {(p.row, p.file) for p in found}
-    has_masks = "mask_path" in cases
     m = config.model
     # The raw intensities meet the window only without z-scoring (`config_warnings` covers that).
     window = m.hu_window if m.intensity == "hu_window" and not config.preprocessing.zscore else None
@@ -186,7 +234,7 @@ def check_dataset(config: Config, progress: bool = True) -> CheckReport:
     for i, row in enumerate(tqdm(cases.to_dict("records"), desc="check", unit="case",
                                  disable=not progress)):
         files = {k: v for k, v in row.items() if k.endswith("_path") and v and (i, v) not in skip}
-        problems, stat, hist = _check_case(row, i, files, has_masks, d.read, window, notes)
+        problems, stat, hist = _check_case(row, i, files, d.read, window, notes)
         found += problems
         if stat is not None:
             stats.append(stat)
@@ -228,7 +276,7 @@ def intensity_warnings(config: Config, stats: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, options: dict,
+def _check_case(row: dict, i: int, files: dict[str, str], options: dict,
                 window=None, notes: Counter | None = None) -> tuple:
     """Problems, statistics and intensity histogram of the case in row `i`, reading `files` with
     the reader `options` (`data.read`); `window`: the HU window to count clipped voxels of;
@@ -258,7 +306,7 @@ def _check_case(row: dict, i: int, files: dict[str, str], has_masks: bool, optio
 
     image = read(files["image_path"]) if "image_path" in files else None
     others = {k: read(p) for k, p in files.items() if k != "image_path"}
-    if image is not None and has_masks:
+    if image is not None:  # every task's cache needs one value per voxel
         grey(image, "Image", files["image_path"])
     for column, other in others.items():
         what = "Mask" if column == "mask_path" else f"`{column}`"
@@ -394,8 +442,9 @@ def training_cases(config: Config, skip_bad: bool = False, progress: bool = True
 
     Raises:
         DataError: if the dataset lacks a column the task needs (`TrainingTask.required_columns`,
-            e.g. masks for segmentation, which an ImageFolder tree has not), or, with
-            `skip_bad`, no `train` or no `val` case is left.
+            e.g. masks for segmentation, which an ImageFolder tree has not), has no `train` or
+            no `val` case (with `skip_bad`: none is left), or its cases break the task's rule
+            (`TrainingTask.check_cases`, e.g. a classifier's split with a single class).
     """
     from kerasmed.tasks import training_task
 
@@ -408,17 +457,31 @@ def training_cases(config: Config, skip_bad: bool = False, progress: bool = True
         if column not in columns:
             raise DataError(f"{why}. Received: data.format={d.format}, columns={columns}")
     if not skip_bad:
-        return dataset_manifest(config)
+        cases = dataset_manifest(config)
+        _check_splits(cases, "the dataset lacks one", config)
+        task.check_cases(config, cases)
+        return cases
+    if write_report:  # before every file is read
+        check_report_folder(default_check_dir(config), config, "The check report folder (<data.root>/check)")
     report = check_dataset(config, progress)
     if write_report:
         folder = report.write(default_check_dir(config))
         print(f"skipped {report.skipped} of {len(report.cases)} cases (see {folder / 'problems.csv'})",
               flush=True)
-    left = report.good["split"].value_counts().to_dict()
-    if not left.get("train") or not left.get("val"):
-        raise DataError(
-            f"Training needs `train` and `val` cases, and `--skip-bad` left too few: "
-            f"{report.skipped} of {len(report.cases)} cases have problems (see "
-            f"{default_check_dir(config) / 'problems.csv'}). Received: good cases per split {left}"
-        )
+    _check_splits(report.good, f"`--skip-bad` left too few: {report.skipped} of "
+                  f"{len(report.cases)} cases have problems (see "
+                  f"{default_check_dir(config) / 'problems.csv'})", config, "good cases")
+    task.check_cases(config, report.good)
     return report.good
+
+
+def _check_splits(cases: pd.DataFrame, context: str, config: Config, what: str = "cases") -> None:
+    """Refuse cases without a `train` or a `val` case (training validates every epoch)."""
+    left = {str(k): int(v) for k, v in cases["split"].value_counts().items()}
+    if left.get("train") and left.get("val"):
+        return
+    raise DataError(
+        f"Training needs `train` and `val` cases (it validates every epoch), and {context}: "
+        f"assign cases to both (the manifest's `split` column, or `data.split.fractions` without "
+        f"one). Received: {what} per split {left}"
+    )

@@ -121,3 +121,17 @@ def fit_temperature(probs, y_true, activation: str, *, from_logits: bool = False
                              bounds=(np.log(low), np.log(high)), method="bounded",
                              options={"xatol": 1e-5})
     return float(np.exp(result.x))
+
+
+def bound_reached(temperature: float, bounds: tuple[float, float] = DEFAULT_BOUNDS) -> float | None:
+    """The bound of `bounds` that a fitted temperature stopped at (within 0.1 %), else None.
+
+    A fit at the upper bound means the predictions carry almost no information about the labels
+    (the NLL keeps falling as every probability moves to the same value); at the lower bound,
+    that they separate the labels perfectly (it keeps falling as they sharpen). Either way the
+    temperature is no calibration.
+    """
+    for bound in bounds:
+        if abs(np.log(float(temperature)) - np.log(float(bound))) < 1e-3:
+            return float(bound)
+    return None

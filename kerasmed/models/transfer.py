@@ -106,6 +106,7 @@ BACKBONES = {
     "MobileNetV3Large": Backbone((0.0, 255.0), _MOBILENET_V3),
 }
 BACKBONE_LAYER = "backbone"
+MIN_SIDE = 32  # every backbone halves the image 5 times; keras.applications refuses less
 WEIGHT_SUFFIXES = (".weights.h5", ".h5")
 
 
@@ -196,6 +197,12 @@ def transfer(
         raise ConfigError(
             "`input_shape` must be (H, W, C) with a known number of channels C. "
             f"Received: input_shape={input_shape}"
+        )
+    if any(side is not None and side < MIN_SIDE for side in input_shape[:2]):
+        raise ConfigError(
+            f"`input_shape` must be at least {MIN_SIDE} in H and W (or None) for a "
+            f"keras.applications backbone, which halves the image 5 times. Received: "
+            f"input_shape={input_shape}"
         )
     if num_classes < 1:
         raise ConfigError(f"`num_classes` must be positive. Received: num_classes={num_classes}")

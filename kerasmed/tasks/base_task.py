@@ -4,6 +4,8 @@ The trainer, `evaluate`, `export` and `compare` ask the config's task (`task:` k
 branch on its name:
 
 - `check_config(config)`: the rules a config must meet for this task (raise ConfigError);
+- `check_cases(config, cases)`: the rules the training and validation cases must meet (raise
+  DataError), checked before TensorFlow loads;
 - `generate(config, root, ...)`: the task's built-in synthetic dataset;
 - `model_arguments(config)`: the model builder's task-given arguments (input shape, classes);
 - `train_dataset(config, cases, manifest, batch_size, **shard)`, `val_dataset(...)`: the tf.data
@@ -57,6 +59,10 @@ class TrainingTask(ABC):
     def required_columns(self, config) -> dict[str, str]:
         """Canonical manifest columns training needs, each with the sentence of its error."""
         return {}
+
+    def check_cases(self, config, cases: pd.DataFrame) -> None:  # noqa: B027 - most have no rule
+        """Raise DataError if the cases a run trains on (`train` and `val` rows, canonical
+        columns) cannot train this task, e.g. a split without both classes (no TensorFlow)."""
 
     @abstractmethod
     def model_arguments(self, config) -> dict[str, Any]:

@@ -139,6 +139,8 @@ class ClassificationTraining(TrainingTask):
     explains_class_scores = True
 
     def check_config(self, config) -> None:
+        from kerasmed.config import BACKBONE_MODELS
+
         size = list(config.preprocessing.size)
         if size[1] is None or size[2] is None:
             raise ConfigError(
@@ -146,6 +148,13 @@ class ClassificationTraining(TrainingTask):
                 f"batched whole). Received: preprocessing.size={size}"
             )
         c, m = config.data.columns, config.model
+        smallest = BACKBONE_MODELS.get(m.name)
+        if smallest is not None and min(size[1:]) < smallest:
+            raise ConfigError(
+                f"config key `preprocessing.size` must be at least {smallest} in y and x for "
+                f"model.name={m.name!r} (its keras.applications backbone halves the image 5 "
+                f"times). Received: preprocessing.size={size}"
+            )
         if not c.findings and c.label is None and config.data.format == "csv":
             raise ConfigError(
                 "A classifier needs labels: set `data.columns.label`, `data.columns.findings` "
@@ -157,6 +166,36 @@ class ClassificationTraining(TrainingTask):
                 "the number of `data.columns.findings` and `model.class_names` those findings. "
                 f"Received: data.columns.findings={list(c.findings)}, model.num_classes="
                 f"{m.num_classes}, model.class_names={list(m.class_names)}"
+            )
+
+    def check_cases(self, config, cases) -> None:
+        # One class in a split trains silently and logs "val_auc 0.000" (Keras' AUC of a single
+        # class): refused, naming the split and its counts. Multi-label: the groups the sampler
+        # balances, cases with and without any finding (a rare finding may miss a small split).
+        activation, names = activation_of(config), target_names(config)
+        for split, why in (("train", "a model shown one class learns nothing"),
+                           ("val", "the validation AUC that checkpoints and early stopping watch "
+                                   "needs both (it would read 0.000)")):
+            y = targets(cases[cases["split"] == split], config)
+            if len(np.unique(balance_groups(y, activation))) >= 2:
+                continue
+            positives = y.sum(0).astype(int).tolist()
+            if activation == "softmax":
+                counts = dict(zip(names, positives))
+                need = "cases of at least two classes"
+            elif len(names) == 1:
+                counts = {config.model.class_names[0] if len(config.model.class_names) == 2
+                          else f"not {names[0]}": len(y) - positives[0], names[0]: positives[0]}
+                need = "cases of both classes"
+            else:
+                counts = {"with a finding": int((y.max(1) > 0.5).sum()) if len(y) else 0,
+                          "without": int((y.max(1) <= 0.5).sum()) if len(y) else 0}
+                need = "cases with a finding and cases without"
+            received = ", ".join(f"{k} {v}" for k, v in counts.items())
+            raise DataError(
+                f"A classifier's `{split}` split must hold {need}: {why}. Add cases or change the "
+                f"split (`data.split` or the manifest's split column). Received: {len(y)} `{split}` "
+                f"cases: {received}"
             )
 
     def generate(self, config, root, progress=True, overwrite=False, created_by="kerasmed generate"):

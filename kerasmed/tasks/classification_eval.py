@@ -31,13 +31,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kerasmed.evaluation.calibration import fit_temperature
+from kerasmed.evaluation.calibration import DEFAULT_BOUNDS, bound_reached, fit_temperature
 from kerasmed.evaluation.classification_plots import (
     plot_calibration,
     plot_confusion,
     plot_pr,
     plot_roc,
 )
+from kerasmed.evaluation.metrics import require_finite_predictions
 from kerasmed.evaluation.plots import plot_training_curves
 from kerasmed.tasks.classification import activation_of, target_names, targets
 from serving.atomic import atomic_dir
@@ -82,6 +83,7 @@ def _predict(task, run_dir, config, cases, split, progress):
         case_inputs = task.runtime.inputs(read_image(case.image_path, options=config.data.read),
                                           contract)
         probs.append(task.runtime.run(runner, case_inputs))
+        require_finite_predictions(probs[-1], case.case_id, run_dir / "model.keras")
         inputs.append(case_inputs.batches[0])
     return np.concatenate(probs).astype(np.float64), np.concatenate(inputs)
 
@@ -183,9 +185,10 @@ def evaluate_classifier(task, run_dir: Path, config, cases: pd.DataFrame, split:
     y = targets(cases, config).astype(np.float64)
     raw, x = _predict(task, run_dir, config, cases, split, progress)
     truth_for_t = np.argmax(y, 1) if activation == "softmax" else y
-    temperature = None
+    temperature, warnings = None, []
     if config.classification.temperature_scaling:
         temperature = fit_temperature(raw, truth_for_t, activation)
+        warnings += _temperature_warnings(temperature, split)
     probs = raw if temperature is None else apply_temperature(raw, temperature, activation)
     threshold = config.evaluation.threshold
     per_output = _per_output(config, y, probs, activation, threshold)
@@ -229,6 +232,7 @@ def evaluate_classifier(task, run_dir: Path, config, cases: pd.DataFrame, split:
         "temperature_fitted_on": split if temperature is not None else None,
         "baseline_auc": baseline_auc,
         "baseline": baseline,
+        "warnings": warnings,
         "seconds": round(time.monotonic() - start, 1),
     }
     table = pd.DataFrame({"case_id": cases["case_id"].to_numpy()})
@@ -247,6 +251,19 @@ def evaluate_classifier(task, run_dir: Path, config, cases: pd.DataFrame, split:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         (out / "report.md").write_text(_report(summary, task.headline(summary)))
     return summary
+
+
+def _temperature_warnings(temperature: float, split: str) -> list[str]:
+    """A warning when the temperature fit stopped at a bound of its search (`bound_reached`)."""
+    bound = bound_reached(temperature)
+    if bound is None:
+        return []
+    why = ("carry almost no information about the labels (every calibrated probability ends up "
+           "near the same value)" if bound == DEFAULT_BOUNDS[1] else
+           "separate the labels perfectly (a few cases are no basis for a calibration)")
+    return [f"temperature scaling stopped at its bound T = {bound:g}: the model's {split} "
+            f"predictions {why}, so the calibrated probabilities and the operating point are "
+            f"unreliable; check the model, or set `classification.temperature_scaling: false`"]
 
 
 def _curve(o: dict) -> dict:
@@ -288,6 +305,7 @@ def _report(summary: dict, headline: str) -> str:
            f"on {summary['temperature_fitted_on']})" if ece_after is not None else "") + "\n\n"
         f"Baseline ({summary['baseline']}): AUC "
         + ("n/a" if summary["baseline_auc"] is None else f"{summary['baseline_auc']:.3f}") + "\n\n"
-        "![ROC](roc.png) ![precision-recall](pr.png)\n\n![confusion matrix](confusion.png) "
+        + "".join(f"**Warning**: {w}.\n\n" for w in summary.get("warnings") or [])
+        + "![ROC](roc.png) ![precision-recall](pr.png)\n\n![confusion matrix](confusion.png) "
         "![calibration](calibration.png)\n\n![training curves](training_curves.png)\n"
     )

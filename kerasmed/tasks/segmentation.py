@@ -117,7 +117,7 @@ class SegmentationTraining(TrainingTask):
     def evaluate(self, run_dir: Path, config, cases: pd.DataFrame, split: str,
                  progress: bool = True) -> dict[str, Any]:
         from kerasmed.data.manifest import check_case_geometry, require_column
-        from kerasmed.evaluation.metrics import threshold_baseline
+        from kerasmed.evaluation.metrics import require_finite_predictions, threshold_baseline
         from kerasmed.evaluation.plots import (
             plot_dice_per_case,
             plot_overlay_montage,
@@ -147,6 +147,7 @@ class SegmentationTraining(TrainingTask):
                 guess = threshold_baseline(image.array, lungs.array > 0, ev.baseline_threshold_hu)
                 baseline_dice = dice(guess, truth)
             probs, _, _ = predict_image(runner, image, spec, ev.batch_size)
+            require_finite_predictions(probs, case.case_id, run_dir / "model.keras")
             pred = probs_to_mask(probs, ev.threshold) > 0
             voxel_ml = float(np.prod(image.spacing)) / 1000.0
             rows.append({

@@ -9,6 +9,9 @@ completed epoch:
 - `ResumableEarlyStopping` restores `best`, `wait` and the best weights (from the best checkpoint);
 - `ResumableCSVLogger` keeps the log rows of the completed epochs and appends, so every epoch
   appears once.
+
+`StopOnNonFinite` ends a run whose loss or weights become NaN or infinite with a `TrainingError`,
+before any of them commits that epoch, so a diverged run is never saved as finished.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from kerasmed.run import BACKUP_METADATA  # the run folder's layout lives in kerasmed.run
+from kerasmed.run import BACKUP_METADATA, describe_nonfinite  # the run folder's layout: kerasmed.run
 from serving.atomic import (  # noqa: F401 - atomic_write_text and fsync_file are re-exported
     atomic_file,
     atomic_write_text,
     fsync_file,
     remove_stale_temporaries,
 )
-from serving.errors import DataError
+from serving.errors import DataError, TrainingError
 
 log = logging.getLogger(__name__)
 BACKUP_FORMAT = 1
@@ -57,6 +61,73 @@ class TimeLimit(keras.callbacks.Callback):
         if time.monotonic() - self.start >= self.seconds:
             self.model.stop_training = True
             self.stopped = True
+
+
+def nonfinite_weights(model) -> list[tuple[str, int, int]]:
+    """`(variable path, non-finite values, values)` of each weight of `model` holding NaN or inf."""
+    found = []
+    for variable in model.weights:
+        values = np.asarray(variable)
+        if values.dtype.kind != "f":
+            continue
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            found.append((variable.path, bad, int(values.size)))
+    return found
+
+
+class StopOnNonFinite(keras.callbacks.TerminateOnNaN):
+    """`TerminateOnNaN(raise_error=True)` raising a `TrainingError`, plus a check of the weights
+    once per epoch.
+
+    Keras' default `TerminateOnNaN` sets `stop_training`, after which the epoch still ends as
+    usual: validation runs on the NaN weights, the checkpoint and the backup record them, and the
+    trainer would save them as the run's model. Raising ends `fit` at once, so the run keeps its
+    last committed (finite) epoch and is never marked finished; a `TrainingError` (rather than
+    Keras' RuntimeError) is one line from the CLI. Put it first among the callbacks, so that its
+    end-of-epoch check (the weights, and the validation loss: BatchNorm's moving statistics may
+    turn NaN while the training loss, computed on batch statistics, stays finite) runs before any
+    other callback commits the epoch.
+
+    Args:
+        where: the run, for the message (e.g. its folder).
+        advice: what to change, for the message (e.g. the learning rate in force).
+    """
+
+    def __init__(self, where: str, advice: str):
+        super().__init__(raise_error=True)
+        self.where, self.advice = where, advice
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self._stop(f"loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}",
+                       f"loss={float(loss)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check_weights(f"in epoch {epoch + 1}")
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self._stop(f"validation loss became {float(loss)} at epoch {epoch + 1} (the weights are "
+                       "finite: does the validation data hold NaN or inf?)", f"val_loss={float(loss)}")
+
+    def check_weights(self, when: str) -> None:
+        """Raise `TrainingError` if a weight of the model is NaN or inf (`when`: for the message,
+        e.g. "in epoch 3")."""
+        found = nonfinite_weights(self.model)
+        if found:
+            self._stop(f"weights became NaN or inf {when}", describe_nonfinite(found))
+
+    def _stop(self, what: str, received: str) -> None:
+        raise TrainingError(
+            f"Training must keep a finite loss and finite weights; the {what}, so training stopped "
+            f"and {self.where} is not a finished run (no model.keras). {self.advice}. "
+            f"Received: {received}"
+        )
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):

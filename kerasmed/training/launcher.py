@@ -10,21 +10,78 @@ first failing worker's exit code, or 0.
 The same `TF_CONFIG` scheme runs workers on several hosts (start one process per host with its
 index); the run folder must then be on a filesystem all workers share, since non-chief workers
 resume from the chief's backup.
+
+Limits: `check_local_workers` refuses more workers than the CPUs this process may use (two are
+always allowed, so that a multi-worker run can be tried anywhere) or than fit in the available
+memory at `WORKER_MEMORY` each. It refuses rather than starts fewer: `sampling.batch_size` is per
+replica, so fewer workers would silently train with a smaller global batch than asked for.
+The workers are killed when the launcher dies, even by SIGKILL (`kerasmed.worker_processes`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
+from kerasmed.worker_processes import PARENT_ENV
 from serving.errors import ConfigError
+from serving.runners.threads import usable_cpu_count
+
+# Memory one local TensorFlow training worker is allowed for: TensorFlow alone takes about 0.2 GB
+# per process, the model, optimizer, tf.data buffers and memory-mapped cache the rest.
+WORKER_MEMORY = 1 << 30
+
+
+def available_memory(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory new processes may still use: the kernel's `MemAvailable`, capped by what a
+    cgroup v2 memory limit (`docker --memory`, Kubernetes limits) leaves; None where unknown."""
+    found = []
+    try:
+        match = re.search(r"^MemAvailable:\s+(\d+) kB", Path(meminfo).read_text(), re.M)
+        if match:
+            found.append(int(match[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = Path(cgroup, "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int(Path(cgroup, "memory.current").read_text())))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_local_workers(workers: int, cpus: int | None = None, memory: int | None = None) -> None:
+    """Refuse more local workers than this machine can run (see the module docstring).
+
+    Args:
+        workers: the `--workers` asked for.
+        cpus: usable CPUs; default `usable_cpu_count()`.
+        memory: available bytes; default `available_memory()` (no memory limit where unknown).
+
+    Raises:
+        ConfigError: naming the limit, the CPUs and the memory.
+    """
+    cpus = usable_cpu_count() if cpus is None else cpus
+    memory = available_memory() if memory is None else memory
+    limit = max(2, cpus)
+    if memory is not None:
+        limit = min(limit, memory // WORKER_MEMORY)
+    if workers > limit:
+        memory_note = "" if memory is None else (f" and {WORKER_MEMORY / 2**30:g} GB of available memory "
+                                                 f"per worker ({memory / 2**30:.1f} GB here)")
+        raise ConfigError(f"`--workers` must be at most {limit} on this machine: a worker per usable CPU "
+                          f"({cpus} here; 2 workers are always allowed){memory_note}. "
+                          f"Received: --workers {workers}")
 
 
 def free_ports(count: int, host: str = "localhost") -> list[int]:
@@ -83,7 +140,8 @@ def launch_local_workers(
         0 if every worker succeeded, else the exit code of the first worker that failed.
 
     Raises:
-        ConfigError: if `workers` < 2.
+        ConfigError: if `workers` < 2. (`kerasmed train` also refuses more workers than the machine
+            can run, with `check_local_workers`, before it reads anything.)
     """
     if workers < 2:
         raise ConfigError(f"The launcher needs at least 2 workers. Received: workers={workers}")
@@ -97,7 +155,8 @@ def launch_local_workers(
     failed_at = None
     try:
         for index in range(workers):
-            env = {**os.environ, "TF_CONFIG": worker_tf_config(addresses, index), "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, "TF_CONFIG": worker_tf_config(addresses, index), "PYTHONUNBUFFERED": "1",
+                   PARENT_ENV: str(os.getpid())}  # the CLI has itself killed when this process dies
             proc = subprocess.Popen(
                 [*command, *args], env=env, text=True, bufsize=1,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,

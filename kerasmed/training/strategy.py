@@ -11,64 +11,26 @@ Strategy choice, in order:
     {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 1}}
 
 Worker 0 is the chief unless the cluster has an explicit `chief` task; only the chief writes the
-run folder.
+run folder. `TF_CONFIG` is read and checked without TensorFlow, and the wait for the other tasks
+(`KERASMED_PEER_TIMEOUT`) done, in `kerasmed.training.cluster`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from kerasmed.training import cluster
+from kerasmed.training.cluster import is_chief, num_workers, read_tf_config, task_id  # noqa: F401
 from serving.errors import ConfigError
 
 log = logging.getLogger(__name__)
 POLICIES = ("float32", "auto", "mixed_float16", "mixed_bfloat16")
-
-
-def read_tf_config(environ=None) -> dict:
-    """The parsed `TF_CONFIG` environment variable, or `{}` when it is unset or empty.
-
-    Raises:
-        ConfigError: if `TF_CONFIG` is not a JSON object.
-    """
-    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
-    if not raw:
-        return {}
-    try:
-        spec = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"`TF_CONFIG` must be a JSON object. Received: TF_CONFIG={raw!r}") from err
-    if not isinstance(spec, dict):
-        raise ConfigError(f"`TF_CONFIG` must be a JSON object. Received: TF_CONFIG={raw!r}")
-    return spec
-
-
-def num_workers(environ=None) -> int:
-    """How many training processes `TF_CONFIG` describes (chief included); 1 without it."""
-    cluster = read_tf_config(environ).get("cluster", {})
-    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
-
-
-def task_id(environ=None) -> tuple[str, int]:
-    """This process's `(task type, index)`; `("worker", 0)` without `TF_CONFIG`."""
-    task = read_tf_config(environ).get("task", {})
-    return str(task.get("type", "worker")), int(task.get("index", 0))
-
-
-def is_chief(environ=None) -> bool:
-    """Whether this process writes the run folder: the `chief` task, else worker 0."""
-    kind, index = task_id(environ)
-    if kind == "chief":
-        return True
-    has_chief = bool(read_tf_config(environ).get("cluster", {}).get("chief"))
-    return kind == "worker" and index == 0 and not has_chief
 
 
 def select_strategy() -> tf.distribute.Strategy:
@@ -78,6 +40,10 @@ def select_strategy() -> tf.distribute.Strategy:
     collective-ops runtime, which is impossible once TensorFlow has created its devices.
     """
     if num_workers() > 1:
+        # TensorFlow's own wait for the other tasks is endless and deaf to SIGTERM: wait here first
+        # (`KERASMED_PEER_TIMEOUT`; the CLI already has, before importing TensorFlow).
+        cluster.wait_for_peers()
+        cluster.release_own_port()
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:

@@ -19,6 +19,10 @@ Crash safety: a run killed at any instant (even `kill -9`) and started again wit
 command resumes from its last completed epoch: weights, optimizer, data stream position, best
 checkpoint score, early-stopping counters and the log all continue as if it had not stopped.
 
+A diverged run is never finished: a NaN or infinite loss or weight ends training at once with a
+`TrainingError` (`StopOnNonFinite`), before that epoch is checkpointed or backed up and before
+`model.keras` is written; the weights are checked again just before they are saved.
+
 Nothing finished is lost by accident: `train` refuses a folder holding a finished run (and a
 non-empty folder that is no run) unless asked to overwrite it, and even then it reads the data
 and builds the cache before it deletes or rewrites anything in the run folder.
@@ -38,6 +42,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasmed.config import Config, save_config
@@ -53,6 +58,7 @@ from kerasmed.training.callbacks import (
     AtomicModelCheckpoint,
     ResumableCSVLogger,
     ResumableEarlyStopping,
+    StopOnNonFinite,
     TimeLimit,
     read_backup,
 )
@@ -67,7 +73,7 @@ from kerasmed.training.strategy import (
     task_id,
 )
 from serving.atomic import atomic_file, atomic_write_text
-from serving.errors import ConfigError
+from serving.errors import ConfigError, DataError
 from serving.ownership import RUN, read_marker, user_entries, write_marker
 
 __all__ = ["TimeLimit", "build_compiled_model", "cache_for", "train"]
@@ -210,9 +216,12 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
     Raises:
         ConfigError: if the run folder is a file, holds a finished run or someone else's files
             (without `overwrite`), or holds an unfinished backup of a different config.
-        DataError: if the dataset, cache or backup is unreadable, or `model.intensity` is
-            `ct_fingerprint` and no training case has a foreground voxel. Nothing in the run
-            folder has been deleted or rewritten then.
+        DataError: if the dataset, cache or backup is unreadable, a cached image holds NaN or
+            inf, or `model.intensity` is `ct_fingerprint` and no training case has a foreground
+            voxel. Nothing in the run folder has been deleted or rewritten then.
+        TrainingError: if the loss or the weights become NaN or inf (`StopOnNonFinite`): the run
+            folder keeps its last completed epoch's backup and no `model.keras` or
+            `train_summary.json`, so it is no finished run.
     """
     # First: MultiWorkerMirroredStrategy has to configure TensorFlow before anything else does.
     strategy = select_strategy()
@@ -229,6 +238,7 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
     cases = training_cases(config, skip_bad, progress and chief, write_report=chief)
     cache = cache_for(config, progress and chief, manifest=cases)
     data = cache, load_cache(cache, "train"), load_cache(cache, "val"), cases
+    check_finite_cases(data[1] + data[2])  # what the sampler and validation read
     # Before the model, whatever `model.intensity`: it is cheap, documents the data, and its
     # numbers are deterministic, so a resumed run builds the same first layer.
     fingerprint = dataset_fingerprint(data[1], seed=config.seed)
@@ -259,6 +269,29 @@ def train(config: Config, run_dir: str | Path | None = None, progress: bool = Tr
     return summary
 
 
+def check_finite_cases(cases) -> None:
+    """Refuse cached cases whose image holds NaN or inf, which would train a NaN model.
+
+    The readers refuse such source files, so this finds a cache damaged or edited after it was
+    built. Read a few slices at a time (the images are memory-mapped).
+
+    Raises:
+        DataError: naming the first such case, its cache file and the count.
+    """
+    for case in cases:
+        image, bad = case.image, 0
+        for start in range(0, len(image), 16):
+            block = image[start:start + 16]
+            bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+        if bad:
+            where = getattr(image, "filename", None) or "the cache"
+            raise DataError(
+                f"Cached case {case.case_id} must hold finite intensities (the cache was damaged "
+                f"or edited after it was built); delete its folder and run `kerasmed preprocess "
+                f"CONFIG` to rebuild it. Received: {bad} of {image.size} voxels NaN or inf in {where}"
+            )
+
+
 def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
     if read_marker(run_dir) is None and not user_entries(run_dir):
         write_marker(run_dir, RUN, "kerasmed train")  # a folder training made, not one it was given
@@ -282,14 +315,20 @@ def _build(config: Config, strategy, fingerprint: dict) -> keras.Model:
     return model
 
 
-def _enter_second_phase(task, model: keras.Model, config: Config, strategy) -> None:
+def _enter_second_phase(task, model: keras.Model, config: Config, strategy) -> float:
     """Switch to the task's phase 2 (e.g. unfreeze the top blocks) and recompile at its learning
-    rate, keeping the loss and metrics."""
+    rate, keeping the loss and metrics; returns that learning rate."""
     learning_rate = task.enter_second_phase(model, config)
     with strategy.scope():
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=model.loss,
                       metrics=task.metrics(config))
     print(f"phase 2: fine-tuning at learning rate {learning_rate:g}", flush=True)
+    return learning_rate
+
+
+def _advice(learning_rate: float, phase: str = "`training.learning_rate`") -> str:
+    return (f"Lower the learning rate ({phase}, {learning_rate:g} now), or check the data for NaN "
+            "or inf values")
 
 
 def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path, state: dict | None,
@@ -329,7 +368,9 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
         early.set_state(state.get("callbacks", {}).get("early_stopping", {}))
     limit = TimeLimit(t.max_minutes) if t.max_minutes else None
     csv_log = ResumableCSVLogger(str(out / "training_log.csv"), initial_epoch)
+    guard = StopOnNonFinite(str(run_dir), _advice(t.learning_rate))
     callbacks = [
+        guard,  # first: a NaN epoch ends before the others checkpoint or back it up
         checkpoint,
         csv_log,
         keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), write_graph=False),
@@ -345,8 +386,9 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
     # Phase 2 (the task's, e.g. fine-tuning the top of a pretrained backbone) runs `extra` epochs
     # after `training.epochs`; a run resumed inside it is switched to it before its backup loads.
     extra = task.second_phase_epochs(model, config)
+    second = "phase 2 of the task"
     if extra and initial_epoch >= t.epochs:
-        _enter_second_phase(task, model, config, strategy)
+        guard.advice = _advice(_enter_second_phase(task, model, config, strategy), second)
     total = t.epochs + extra
     # A backup taken as training stopped (early stopping, time limit) only needs finishing.
     stopped = bool(state and state.get("stop_training"))
@@ -370,11 +412,13 @@ def _fit(config: Config, strategy, model: keras.Model, run_dir: Path, out: Path,
             fit(initial_epoch, initial_epoch if stopped else t.epochs)
         if extra and not stopped and not (limit and limit.stopped):
             if initial_epoch < t.epochs:
-                _enter_second_phase(task, model, config, strategy)
+                guard.advice = _advice(_enter_second_phase(task, model, config, strategy), second)
             fit(max(initial_epoch, t.epochs), total)
     finally:
         csv_log.close()
     seconds = time.monotonic() - start
+    # Early stopping may have restored the best epoch's weights: what is saved must be finite.
+    guard.check_weights("by the end of training")
     if replicas > 1:
         synchronize_batch_norm(model, False)  # the saved model runs on one device
     # The run's model is float32 whatever the training precision, so evaluation scores exactly

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
+import os
+import resource
 import shutil
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,55 @@ class Cli:
     code: int = 2
     in_process: bool = False  # only for commands that fail after TensorFlow is imported
     terminate_when: Callable[[], bool] | None = None  # send SIGTERM once this is true
+    # The command's process may write no file past this many bytes (RLIMIT_FSIZE): such a write
+    # fails with EFBIG, as one on a full disk fails with ENOSPC (`limited_file_size`).
+    file_size_limit: int | None = None
+    # Run as an ordinary user would: as root, without the capabilities that ignore file modes,
+    # so that a folder made read-only by chmod refuses writes (a subprocess only; `unprivileged`).
+    unprivileged: bool = False
+
+
+@contextlib.contextmanager
+def limited_file_size(limit: int | None) -> Iterator[None]:
+    """Lower this process's RLIMIT_FSIZE soft limit to `limit` bytes in the block (None: no
+    change). Python ignores SIGXFSZ, so a write past it fails with EFBIG instead of killing."""
+    if limit is None:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+# CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER (<linux/capability.h>): what lets root write
+# into a folder whose modes forbid it. PR_CAPBSET_DROP removes one from the bounding set, so the
+# command exec'd next never gets it.
+_FILE_MODE_CAPABILITIES = (1, 2, 3)
+_PR_CAPBSET_DROP = 24
+
+
+def preexec(expect: Cli) -> Callable[[], None] | None:
+    """What the command's subprocess runs before `kerasmed` starts, for `expect`'s file-size limit
+    and `unprivileged` (None when neither is asked)."""
+    if expect.file_size_limit is None and not expect.unprivileged:
+        return None
+    # Resolved here: between fork and exec a child of this threaded process must not dlopen.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if expect.unprivileged and os.geteuid() == 0 else None
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+
+    def setup() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death, past the limit
+        if expect.file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (expect.file_size_limit, hard))
+        if prctl is not None:
+            for capability in _FILE_MODE_CAPABILITIES:
+                if prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+                    raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+    return setup
 
 
 @dataclass(frozen=True)
@@ -90,6 +144,10 @@ class Work:
         else:
             path.write_text(content)
         return path
+
+    def env(self, name: str, value: str) -> None:
+        """Set an environment variable for the case's command (e.g. `TF_CONFIG`); undone after it."""
+        self._request.getfixturevalue("monkeypatch").setenv(name, value)
 
     def config(self, content: dict | str | bytes | None = None, rel: str = "config.yaml") -> Path:
         """A config file: the shipped one with `content`'s sections merged in, or raw text."""

@@ -6,9 +6,10 @@ import pytest
 
 from export import bundle_writer
 from export.bundle_writer import write_bundle
-from serving.bundle import artefact_sha256, load_bundle
+from serving.bundle import artefact_sha256, load_bundle, manifest_digest
 from serving.errors import ConfigError
-from tests.helpers import tiny_preprocess_spec, tiny_unet, write_tiny_bundle
+from serving.ownership import BUNDLE, RUN, read_marker, write_marker
+from tests.helpers import folder_digest, tiny_preprocess_spec, tiny_unet, write_tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def _siblings(path):
 
 
 def test_manifest_contract(bundle_dir):
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest = strict_json((bundle_dir / "manifest.json").read_text())
     assert manifest["name"] == "tiny-unet" and manifest["task"] == "segmentation"
     assert manifest["class_names"] == ["background", "nodule"]
     assert manifest["input"] == {
@@ -77,9 +78,76 @@ def test_existing_bundle_is_replaced_only_when_complete(model, tmp_path, monkeyp
 def test_refuses_to_replace_a_folder_that_is_not_a_bundle(model, tmp_path):
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "notes.txt").write_text("precious")
-    with pytest.raises(ConfigError, match="never replaced. Received: "):
+    with pytest.raises(ConfigError, match="must be absent, empty or a model bundle folder that kerasmed "
+                       "made .*Received: .*home holding 'notes.txt'"):
         write_tiny_bundle(tmp_path / "home", model, formats=("keras",))
     assert (tmp_path / "home" / "notes.txt").read_text() == "precious"
+
+
+def test_a_stray_manifest_json_does_not_make_a_bundle(model, tmp_path):
+    # It used to: any folder holding a file named manifest.json was replaced whole.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "manifest.json").write_text('{"files": ["a.png"]}')
+    (home / "precious.txt").write_bytes(b"precious\x00bytes")
+    before = folder_digest(home)
+    with pytest.raises(ConfigError, match="no .kerasmed marker and is no model bundle of an earlier"):
+        write_tiny_bundle(home, model, formats=("keras",))
+    assert folder_digest(home) == before
+
+
+def test_only_kerasmed_bundles_are_replaced(model, tmp_path):
+    out = write_tiny_bundle(tmp_path / "bundle", model, formats=("keras",))
+    assert read_marker(out)["kind"] == BUNDLE  # marked: a rerun may replace it
+    (out / "notes.txt").write_text("in a bundle kerasmed made: replaced with it")
+    write_tiny_bundle(out, model, formats=("keras",))
+    assert sorted(p.name for p in out.iterdir()) == [".kerasmed", "manifest.json", "model.keras"]
+    # A bundle of a version before the marker is recognised by its content and replaced too ...
+    (out / ".kerasmed").unlink()
+    (out / "parity").mkdir()
+    write_tiny_bundle(out, model, formats=("keras",))
+    assert sorted(p.name for p in out.iterdir()) == [".kerasmed", "manifest.json", "model.keras"]
+    # ... but not with a user's file beside it, nor with the marker of another kind.
+    (out / ".kerasmed").unlink()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holding 'manifest.json', 'model.keras', 'notes.txt'"):
+        write_tiny_bundle(out, model, formats=("keras",))
+    (out / "notes.txt").unlink()
+    write_marker(out, RUN, "kerasmed train")
+    with pytest.raises(ConfigError, match="marker says: training run made by kerasmed train"):
+        write_tiny_bundle(out, model, formats=("keras",))
+
+
+def test_no_bundle_inside_another_bundle(model, tmp_path):
+    outer = write_tiny_bundle(tmp_path / "outer", model, formats=("keras",))
+    before = folder_digest(outer)
+    with pytest.raises(ConfigError, match=r"must not lie inside the model bundle .*outer .*Received: .*inn"):
+        write_tiny_bundle(outer / "inner", model, formats=("keras",))
+    assert folder_digest(outer) == before
+
+
+def _refuse_constant(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_json(text: str):
+    """`json.loads` that refuses NaN, Infinity and -Infinity, as JavaScript's JSON.parse does."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def test_manifest_is_strict_json_and_sealed(model, tmp_path):
+    # A classifier's evaluation summary holds NaN (an AUC of one class); it used to be written
+    # as a bare NaN, which JSON.parse rejects.
+    out = write_bundle(model, tmp_path / "b", name="x", class_names=["nodule"],
+                       preprocess_spec=tiny_preprocess_spec(), postprocess={"threshold": 0.5},
+                       formats=("keras",), extra={"evaluation": {"auc": float("nan"),
+                                                                  "ci": [float("-inf"), 1.0]}})
+    manifest = strict_json((out / "manifest.json").read_text())
+    assert manifest["extra"]["evaluation"] == {"auc": None, "ci": [None, 1.0]}
+    assert manifest["manifest_version"] == 2
+    assert manifest["manifest_sha256"] == manifest_digest(manifest)
+    with pytest.raises(ValueError, match="not strict JSON: NaN"):
+        strict_json('{"auc": NaN}')  # the parser this test relies on does refuse
 
 
 @pytest.mark.parametrize(

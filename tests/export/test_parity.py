@@ -25,7 +25,7 @@ from export.parity import (
     tensorflow_tf32,
 )
 from export.parity_report import format_table, render_markdown, write_parity_report
-from serving.bundle import Bundle, artefact_sha256, load_bundle
+from serving.bundle import DIGEST_KEY, Bundle, artefact_sha256, load_bundle, write_manifest
 from serving.errors import BundleError, ConfigError
 from serving.image import Image
 from serving.metrics import dice
@@ -64,7 +64,7 @@ def _corrupt_onnx(src, dst, scale):
     for entry in manifest["artefacts"]:
         if entry["key"] == "onnx":
             entry["sha256"] = artefact_sha256(bundle / "model.onnx")
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bundle, manifest)  # sealed again, as an export of that model would be
     return bundle
 
 
@@ -103,8 +103,8 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     before = json.loads((bundle / "manifest.json").read_text())
     report = write_parity_report(result, bundle=bundle)
     assert report == bundle / "parity"
-    assert sorted(p.name for p in report.iterdir()) == ["parity.json", "parity.md", "parity.png"]
-    data = json.loads((report / "parity.json").read_text())
+    assert sorted(p.name for p in report.iterdir()) == [".kerasmed", "parity.json", "parity.md", "parity.png"]
+    data = strict_json((report / "parity.json").read_text())
     assert data["verdict"] == "pass" and set(data["artefacts"]) == {"saved_model", "tflite", "onnx"}
     for key, a in result.artefacts.items():
         assert data["artefacts"][key]["provider"] == a.provider
@@ -122,7 +122,7 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     assert all(f"| {a.provider} |" in md for a in result.artefacts.values())
     assert "golden cases with foreground in the Keras reference: 3 of 3" in md
     assert (report / "parity.png").read_bytes()[:4] == b"\x89PNG"
-    after = json.loads((bundle / "manifest.json").read_text())
+    after = strict_json((bundle / "manifest.json").read_text())
     assert after["artefacts"] == before["artefacts"]  # hashes untouched
     assert after["parity"]["verdict"] == "pass"
     assert after["parity"]["report"] == "parity/parity.json"
@@ -130,8 +130,8 @@ def test_report_files_and_manifest_verdict(bundle_dir, result, tmp_path):
     assert after["parity"]["date"] == result.created
     assert after["parity"]["foreground_cases"] == 3
     assert after["parity"]["providers"] == {k: a.provider for k, a in result.artefacts.items()}
-    assert {k: v for k, v in after.items() if k != "parity"} == {
-        k: v for k, v in before.items() if k != "parity"
+    assert {k: v for k, v in after.items() if k not in ("parity", DIGEST_KEY)} == {
+        k: v for k, v in before.items() if k not in ("parity", DIGEST_KEY)
     }
     assert load_bundle(bundle).parity["verdict"] == "pass"
     # Files inside the bundle name cases by position, never by case id (a patient ID, maybe),
@@ -333,6 +333,43 @@ def test_verdict_refused_for_changed_artefacts(bundle_dir, result, tmp_path):
     bundle = _corrupt_onnx(bundle_dir, tmp_path / "b", scale=1.05)
     with pytest.raises(BundleError, match="artefact `onnx` changed since"):
         write_parity_report(result, bundle=bundle)
+
+
+def test_no_verdict_over_a_hand_edited_manifest(bundle_dir, result, tmp_path):
+    # It used to pass a full compare, which then rewrote the certificate over the edit.
+    bundle = copy_bundle(bundle_dir, tmp_path / "b")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["postprocessing"]["threshold"] = 0.05
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    edited = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(BundleError, match=r"manifest.json was edited after kerasmed wrote it: .*"
+                       r"`manifest_sha256`.* Received: sha256=[0-9a-f]{64}, recorded '[0-9a-f]{64}'$"):
+        write_parity_report(result, tmp_path / "report", bundle=bundle)
+    assert (bundle / "manifest.json").read_bytes() == edited and not (tmp_path / "report").exists()
+    with pytest.raises(BundleError, match="was edited after kerasmed wrote it"):
+        load_bundle(bundle)
+
+
+def test_report_never_lands_in_a_bundles_artefacts(bundle_dir, result, tmp_path):
+    bundle = copy_bundle(bundle_dir, tmp_path / "b")
+    for inside in (bundle / "saved_model", bundle / "saved_model" / "new", bundle / "mine"):
+        with pytest.raises(ConfigError, match=r"must not lie inside the model bundle .* Received: "):
+            write_parity_report(result, inside, bundle=bundle)
+    load_bundle(bundle)  # every artefact still matches its sha256
+    assert not (bundle / "mine").exists()
+    # Another bundle's report folder is not this bundle's own either.
+    other = copy_bundle(bundle_dir, tmp_path / "other")
+    with pytest.raises(ConfigError, match="must not lie inside the model bundle"):
+        write_parity_report(result, other / "parity", bundle=bundle)
+
+
+def _refuse_constant(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_json(text: str):
+    """`json.loads` refusing NaN and Infinity, as JavaScript's JSON.parse does."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def test_tolerance_resolution():

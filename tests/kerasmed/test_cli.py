@@ -205,3 +205,39 @@ def test_demo_finds_its_default_config_from_any_folder(tmp_path):
     _assert_one_line_error(out, "lung_nodule_seg_2d.yaml", "model.depth")
     assert "not found" not in out.stderr
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_write_the_file_system_refuses_is_one_line_exit_2_and_a_bug_keeps_its_traceback(
+        monkeypatch, capsys):
+    # Outside `serving.atomic` (which names its target), as an OSError or as TensorFlow's C++
+    # writers report it, with no errno: "<path>; <strerror>".
+    import errno
+
+    import kerasmed.cli as cli
+
+    class OutOfRangeError(Exception):  # as tensorflow.python.framework.errors_impl names it
+        __module__ = "tensorflow.python.framework.errors_impl"
+
+    def refused(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/cache/.lock")
+
+    monkeypatch.setattr(cli, "_generate", refused)
+    assert cli.main(["generate", str(CONFIG)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("kerasmed generate: error: Cannot write /data/cache/.lock: permission denied (make "
+                   "it writable or choose another folder). Received: [Errno 13] Permission denied\n")
+
+    tf_error = OutOfRangeError("{{function_node __wrapped__SaveV2_device_/job:localhost/replica:0}} "
+                               "/out/.bundle.tmp-0a1b2c3d/saved_model/variables/x.tempstate1; "
+                               "File too large [Op:SaveV2]")
+    assert str(cli.file_system_refusal(tf_error)).startswith(
+        "Cannot write /out/bundle/saved_model/variables/x.tempstate1: no space left for the file")
+    assert cli.file_system_refusal(OutOfRangeError("End of sequence")) is None
+    assert cli.file_system_refusal(ValueError("/x; File too large")) is None  # not TensorFlow's
+
+    def bug(args):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/x")
+
+    monkeypatch.setattr(cli, "_generate", bug)
+    with pytest.raises(FileNotFoundError):
+        cli.main(["generate", str(CONFIG)])

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.bundle import artefact_sha256, load_bundle, sha256_tree
+from serving.bundle import (
+    DIGEST_KEY,
+    MANIFEST_VERSION,
+    artefact_sha256,
+    data_manifest_path,
+    load_bundle,
+    sha256_tree,
+    write_manifest,
+)
 from serving.errors import BundleError, ConfigError
 from serving.preprocessing import PreprocessSpec
 from tests.helpers import assert_allclose, copy_bundle, synthetic_ct
@@ -163,3 +171,75 @@ def test_edge_bundle_with_only_onnx_loads_when_asked_for_onnx(bundle_dir, tmp_pa
         bundle.runner("tflite")
     with pytest.raises(BundleError, match="valid keys"):
         load_bundle(edge, artefacts=["coreml"])
+
+
+def _fake_bundle(folder: Path, **extra) -> Path:
+    """A bundle folder with one (fake) artefact whose sha256 matches: enough for `load_bundle`,
+    its manifest written as `export` writes it (strict JSON, sealed)."""
+    import hashlib
+
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"not a model")
+    write_manifest(folder, {"task": "segmentation", "input": {}, "extra": extra, "artefacts": [
+        {"format": "onnx", "file": "model.onnx", "sha256": hashlib.sha256(b"not a model").hexdigest()}]})
+    return folder
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_manifest_is_strict_json(tmp_path):
+    bundle = _fake_bundle(tmp_path / "b", auc=float("nan"), ci=[float("-inf"), np.float32("nan"), 0.5],
+                          n=np.int64(3))
+    manifest = _strict((bundle / "manifest.json").read_text())
+    assert manifest["extra"] == {"auc": None, "ci": [None, None, 0.5], "n": 3}
+    assert manifest["manifest_version"] == MANIFEST_VERSION == 2
+    assert load_bundle(bundle).manifest == manifest
+
+
+def test_a_hand_edited_manifest_is_refused(tmp_path):
+    bundle = _fake_bundle(tmp_path / "b")
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(manifest, separators=(",", ":")))  # formatting is no edit
+    load_bundle(bundle)
+    for edit in ({"parity": {"verdict": "pass"}}, {"task": "classification"}, {"extra": {"purpose": "x"}},
+                 {DIGEST_KEY: None}):
+        path.write_text(json.dumps({**manifest, **edit}))
+        with pytest.raises(BundleError) as info:
+            load_bundle(bundle)
+        message = str(info.value)
+        assert re.fullmatch(rf"{re.escape(str(path))} was edited after kerasmed wrote it: its content no "
+                            rf"longer matches its recorded `manifest_sha256`, .*export the bundle again\. "
+                            rf"Received: sha256=[0-9a-f]{{64}}, recorded .*", message), message
+    # A manifest written before the digest (version 1) loads without one.
+    legacy = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    path.write_text(json.dumps({**legacy, "manifest_version": 1, "extra": {"auc": float("nan")}}))
+    assert load_bundle(bundle).manifest["extra"]["auc"] != 0.0
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "data/../../x.csv", "C:\\data.csv",
+                                  "\\\\server\\share\\m.csv", ""])
+def test_the_recorded_data_manifest_is_contained(tmp_path, name):
+    bundle = _fake_bundle(tmp_path / "b", manifest=name)
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle)
+    assert str(info.value) == (
+        "`extra.manifest` in manifest.json (the validation data's manifest) must be a relative POSIX "
+        f"path inside the data folder (not empty, not absolute, no `..`, no NUL byte). Received: {name!r}")
+    with pytest.raises(BundleError, match="must be a relative POSIX path inside the data folder"):
+        data_manifest_path(tmp_path, name)
+
+
+def test_the_data_manifest_resolves_inside_the_data_folder(tmp_path):
+    root = tmp_path / "data"
+    (root / "splits").mkdir(parents=True)
+    assert data_manifest_path(root, "splits/val.csv") == root / "splits" / "val.csv"
+    (root / "link.csv").symlink_to(tmp_path / "outside.csv")
+    with pytest.raises(BundleError, match=r"must resolve inside the data folder .* Received: 'link.csv' -> "):
+        data_manifest_path(root, "link.csv")
+    assert load_bundle(_fake_bundle(tmp_path / "b", manifest="splits/val.csv")).task == "segmentation"

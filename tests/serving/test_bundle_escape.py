@@ -230,8 +230,17 @@ def _drop(key):
     return edit
 
 
+_DATA_MANIFEST = ("`extra.manifest` in manifest.json (the validation data's manifest) must be a relative "
+                  "POSIX path inside the data folder (not empty, not absolute, no `..`, no NUL byte). ")
 SCHEMA_CASES = {
     "null": (lambda m: None, "manifest.json must hold a JSON object. Received: None"),
+    # `compare` used to open and parse whatever file the bundle named here.
+    "data_manifest_dotdot": (_set(["extra", "manifest"], "../../etc/passwd"),
+                             _DATA_MANIFEST + "Received: '../../etc/passwd'"),
+    "data_manifest_absolute": (_set(["extra", "manifest"], "/etc/passwd"),
+                               _DATA_MANIFEST + "Received: '/etc/passwd'"),
+    "data_manifest_number": (_set(["extra", "manifest"], 5),
+                             "`extra.manifest` in manifest.json must be a string or null. Received: 5"),
     "number": (lambda m: 5, "manifest.json must hold a JSON object. Received: 5"),
     "list": (lambda m: [], "manifest.json must hold a JSON object. Received: []"),
     "missing_task": (_drop("task"), "`task` in manifest.json must be a non-empty string. Received: None"),

@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from serving.bundle import DIGEST_KEY, manifest_digest
 from serving.errors import KerasmedError
 from tests.serving.fuzzing import (
     N_MUTATIONS,
@@ -180,7 +181,8 @@ def json_case(index: int, seed_text: bytes) -> tuple[bytes, list[str], bool]:
     """Case `index` of the manifest.json fuzzer: `(bytes, operations, must_load)`.
 
     Even cases are byte-level mutations of the text; odd ones structured: a third of those keep
-    the manifest valid (must load), the rest apply 1-3 breaking edits."""
+    the manifest valid (must load, its `manifest_sha256` recomputed), the rest apply 1-3
+    breaking edits."""
     rng = case_rng("manifest-json", index)
     if index % 2 == 0:
         data, ops = mutate(seed_text, rng, None)
@@ -188,6 +190,8 @@ def json_case(index: int, seed_text: bytes) -> tuple[bytes, list[str], bool]:
     m = json.loads(seed_text)
     if rng.random() < 1 / 3:
         ops = [_valid_op(m, rng) for _ in range(int(rng.integers(1, 4)))]
+        # Sealed again, as `export` would write them: an unsealed edit is refused (manifest_sha256).
+        m[DIGEST_KEY] = manifest_digest(m)
         return _dump(m, rng), ops, True
     ops = []
     for _ in range(int(rng.integers(1, 4))):

@@ -6,10 +6,14 @@ import pytest
 
 from serving.errors import ConfigError, DataError
 from serving.ownership import (
+    BUNDLE,
     DATASET,
     MARKER,
+    PARITY_REPORT,
     RUN,
     check_output_folder,
+    enclosing_bundle,
+    holds_only,
     read_marker,
     user_entries,
     write_marker,
@@ -78,3 +82,58 @@ def test_a_file_is_refused_whatever_the_flag(tmp_path):
         with pytest.raises(ConfigError, match=r"`out` must be a folder, but .*out on its path is a file"):
             check(path / "sub", overwrite=overwrite)
     assert path.read_text() == "mine"
+
+
+def _bundle_manifest(folder) -> None:
+    """A folder holding one fake artefact and a bundle manifest that passes the schema."""
+    import hashlib
+
+    from serving.bundle import write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(b"not a model")
+    write_manifest(folder, {"task": "segmentation", "input": {}, "artefacts": [
+        {"format": "onnx", "file": "model.onnx", "sha256": hashlib.sha256(b"not a model").hexdigest()}]})
+
+
+def test_an_earlier_versions_output_is_recognised_by_its_content(tmp_path):
+    legacy = holds_only(("parity.json", "parity.md", "parity.png"), required=("parity.json",))
+    (tmp_path / "parity.md").write_text("")
+    with pytest.raises(ConfigError, match=r"\(it has no \.kerasmed marker and is no parity report of an "
+                       r"earlier kerasmed version\)\. Choose another output folder"):
+        check_output_folder(tmp_path, "`out`", PARITY_REPORT, None, legacy=legacy)
+    (tmp_path / "parity.json").write_text("{}")
+    assert check_output_folder(tmp_path, "`out`", PARITY_REPORT, None, legacy=legacy) is True
+    (tmp_path / "cases.csv").write_text("a user's file beside it")
+    with pytest.raises(ConfigError, match=r"Received: .* holding 'cases.csv', 'parity.json', 'parity.md'$"):
+        check_output_folder(tmp_path, "`out`", PARITY_REPORT, None, legacy=legacy)
+    assert (tmp_path / "cases.csv").read_text() == "a user's file beside it"
+
+
+@pytest.mark.parametrize("how", ["marker", "manifest of an earlier version"])
+def test_no_output_inside_a_bundle_but_its_own_reports(tmp_path, how):
+    bundle = tmp_path / "bundle"
+    if how == "marker":
+        bundle.mkdir()
+        write_marker(bundle, BUNDLE, "kerasmed export")
+    else:
+        _bundle_manifest(bundle)
+    (bundle / "saved_model").mkdir()
+    assert enclosing_bundle(bundle / "saved_model" / "deeper") == bundle
+    assert enclosing_bundle(bundle) is None and enclosing_bundle(tmp_path / "beside") is None
+    for inside in (bundle / "saved_model", bundle / "new", bundle / "parity"):
+        for overwrite in (False, True):
+            with pytest.raises(ConfigError, match=rf"^`out` must not lie inside the model bundle {bundle} "
+                               rf".*Received: {inside}$"):
+                check_output_folder(inside, "`out`", PARITY_REPORT, None, overwrite=overwrite)
+    assert check_output_folder(bundle / "parity", "`out`", PARITY_REPORT, None,
+                               bundle_reports=[bundle / "parity"]) is False
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(
+        [".kerasmed", "saved_model"] if how == "marker" else ["manifest.json", "model.onnx", "saved_model"])
+
+
+def test_a_stray_manifest_json_is_no_bundle(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text('{"images": ["a.png"], "task": "mine"}')
+    assert enclosing_bundle(tmp_path / "data" / "check") is None
+    assert check_output_folder(tmp_path / "data" / "check", "`out`", DATASET, None) is False

@@ -1,4 +1,5 @@
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -67,11 +68,22 @@ def test_cache_is_built_once_per_case_memory_mapped_and_described(tmp_path):
     assert isinstance(cases[0].image, np.memmap) and cases[0].image.shape == (4, 16, 16)
     assert cases[0].image.dtype == np.float32 and cases[0].mask.dtype == np.uint8
     assert cases[0].mask[1].sum() == 4  # 4x4 at 1 mm -> 2x2 at 2 mm
-    # Exactly these keys: the dataset fingerprint reads them.
-    assert cases[0].meta == {"case_id": "c0", "source_shape": [4, 20, 20],
-                             "source_spacing": [2.5, 1.0, 1.0], "output_shape": [4, 16, 16],
-                             "positive_slices": 1, "foreground_voxels": 4,
-                             "mask": True}
+    # Exactly these keys: the dataset fingerprint reads them; `key` and `files` guard the case.
+    meta = dict(cases[0].meta)
+    files = meta.pop("files")
+    assert meta == {"case_id": "c0", "source_shape": [4, 20, 20],
+                    "source_spacing": [2.5, 1.0, 1.0], "output_shape": [4, 16, 16],
+                    "positive_slices": 1, "foreground_voxels": 4,
+                    "mask": True, "key": case_key("c0", manifest.image_path[0], manifest.mask_path[0])}
+    folder = report.folder / "cases" / meta["key"]
+    for name, shape, dtype in (("image.npy", [4, 16, 16], "<f4"), ("mask.npy", [4, 16, 16], "|u1")):
+        record = files[name]
+        data = (folder / name).read_bytes()
+        assert (record["size"], record["shape"], record["dtype"]) == (len(data), shape, dtype)
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    # Files of one or two 4 KiB blocks are sampled whole.
+    assert files["mask.npy"]["sampled"]["offsets"] == [0]  # 128 + 1024 bytes
+    assert files["image.npy"]["sampled"]["offsets"] == [0, 128]  # 128 + 4096 bytes
     index = pd.read_csv(report.index / "index.csv")
     assert index.columns.tolist() == ["case_id", "split", "slices", "positive_slices", "folder"]
     assert index[["slices", "positive_slices"]].values.tolist() == [[4, 1], [4, 1]]

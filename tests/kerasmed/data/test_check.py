@@ -331,21 +331,40 @@ def test_training_cases_refuse_a_dataset_without_masks(tmp_path):
             training_cases(config, skip_bad=skip_bad)
 
 
-def test_an_image_folder_may_hold_rgb_images(tmp_path):
+def test_a_classifiers_colour_images_are_problems_and_skip_bad_skips_them(tmp_path, capsys):
+    from tests.serving.io.dicom_builders import _shipped
+
+    # Issue 16: a classifier's data had no grey check, so RGB files passed check-data and then
+    # failed training's cache, and `--skip-bad` stopped instead of skipping them.
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()
-        for i in range(3):
-            PIL.Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+        for i in range(4):
+            PIL.Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    PIL.Image.fromarray(np.full((8, 8, 3), 40, np.uint8)).save(tmp_path / "dog" / "rgb.png")
+    palette = PIL.Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 3, mode="P")
+    palette.putpalette([10, 20, 30, 40, 50, 60, 70, 80, 90])
+    palette.save(tmp_path / "dog" / "palette.png")
+    grey_palette = PIL.Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 3, mode="P")
+    grey_palette.putpalette([0, 0, 0, 100, 100, 100, 255, 255, 255])
+    grey_palette.save(tmp_path / "cat" / "grey_palette.png")  # shows grey: no problem
+    shutil.copy(_shipped("SC_rgb_small_odd.dcm"), tmp_path / "cat" / "rgb.dcm")
     (tmp_path / "dog" / "broken.png").write_bytes(b"")
-    config = _config(tmp_path, data={"root": str(tmp_path), "format": "imagefolder"},
-                     model={"class_names": ["cat", "dog"]})
+    config = _config(tmp_path, data={"root": str(tmp_path), "format": "imagefolder",
+                                     "split": {"fractions": [0.5, 0.5, 0.0]}},
+                     model={"class_names": ["cat", "dog"], "name": "cnn"}, task="classification",
+                     preprocessing={"size": [None, 8, 8]})
     report = check_dataset(config, progress=False)
-    # No masks: RGB is fine; the zero-byte file is the one problem.
-    assert report.problems[["case_id", "file"]].values.tolist() == \
-        [["dog/broken.png", str(tmp_path / "dog" / "broken.png")]]
-    assert len(report.good) == 6 and report.seeded
-    assert report.summary().loc["labels", "all"] == "cat: 3, dog: 4"
-    assert report.stats["channels"].tolist() == [3] * 6 and report.stats["max"].max() == 80
+    problems = dict(zip(report.problems["case_id"], report.problems["reason"]))
+    assert sorted(problems) == ["cat/rgb.dcm", "dog/broken.png", "dog/palette.png", "dog/rgb.png"]
+    for case_id in ("cat/rgb.dcm", "dog/palette.png", "dog/rgb.png"):
+        assert "requires a grey image" in problems[case_id], problems[case_id]
+        assert "an RGB image (3 channels)" in problems[case_id], problems[case_id]
+    assert len(report.good) == 9 and report.seeded
+    assert report.summary().loc["labels", "all"] == "cat: 6, dog: 7"
+    # What `train --skip-bad` trains on: the nine grey images, without an error.
+    kept = training_cases(config, skip_bad=True, progress=False, write_report=False)
+    assert sorted(kept["case_id"]) == sorted(report.good["case_id"])
+    assert not set(kept["case_id"]) & set(problems)
 
 
 def test_skip_bad_keeps_the_good_cases_and_says_how_many_it_skipped(corpus, capsys):

@@ -4,7 +4,12 @@ from scipy.special import expit
 from scipy.special import softmax as scipy_softmax
 from sklearn.metrics import log_loss
 
-from kerasmed.evaluation.calibration import fit_temperature, negative_log_likelihood
+from kerasmed.evaluation.calibration import (
+    DEFAULT_BOUNDS,
+    bound_reached,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from serving.errors import ConfigError, DataError
 from serving.metrics import apply_temperature, expected_calibration_error, roc_auc, top_label
 
@@ -101,3 +106,17 @@ def test_bad_arguments_are_refused():
         fit_temperature(np.r_[probs[:-1], np.nan], y, "sigmoid")
     with pytest.raises(ConfigError, match="`temperature` must be"):
         negative_log_likelihood(probs, y, "sigmoid", -1.0)
+
+
+def test_a_fit_stopped_at_a_bound_is_reported():
+    # Issue 16: every logit alike (a model that learned nothing) pushed T to 20 silently, every
+    # calibrated probability on 0.5; perfectly separated predictions push it to the lower bound.
+    y = np.array([0, 1] * 20)
+    flat = np.full(40, 0.88)
+    separated = np.where(y == 1, 0.9, 0.1)
+    t_flat, t_separated = fit_temperature(flat, y, "sigmoid"), fit_temperature(separated, y, "sigmoid")
+    assert t_flat == pytest.approx(DEFAULT_BOUNDS[1], rel=1e-3) and bound_reached(t_flat) == 20.0
+    assert t_separated == pytest.approx(DEFAULT_BOUNDS[0], rel=1e-3) and bound_reached(t_separated) == 0.05
+    probs, labels, _ = _binary(3, 2000)
+    t = fit_temperature(probs, labels, "sigmoid")
+    assert 0.2 < t < 5 and bound_reached(t) is None

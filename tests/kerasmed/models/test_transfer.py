@@ -242,6 +242,18 @@ def test_registry_and_the_unet_arguments_the_trainer_passes():
     assert (model.get_layer("hu_window").low, model.get_layer("hu_window").high) == (-160, 240)
 
 
+def test_images_smaller_than_the_backbones_minimum_are_refused_as_the_config_refuses_them():
+    from kerasmed.config import BACKBONE_MODELS
+    from kerasmed.models.transfer import MIN_SIDE
+
+    # The TensorFlow-free config check and the builder share one minimum.
+    assert BACKBONE_MODELS["transfer"] == MIN_SIDE == 32
+    for shape in ((31, 64, 1), (64, 8, 3)):
+        with pytest.raises(ConfigError, match=r"^`input_shape` must be at least 32 in H and W \(or "
+                           r"None\).*Received: input_shape=" + re.escape(str(shape)) + "$"):
+            transfer(input_shape=shape, backbone=SMALL)
+
+
 def test_weights_that_do_not_match_are_config_errors_naming_the_file(tmp_path):
     def refused(path, match, backbone=SMALL):
         with pytest.raises(ConfigError, match=match) as info:

@@ -46,6 +46,36 @@ def _cases(labels):
     return cases, manifest
 
 
+def test_a_split_without_both_classes_is_refused_for_every_kind_of_label():
+    # Issue 16: one class in a split trained silently and logged "val_auc 0.000".
+    task = training_task("classification")
+
+    def rows(split_labels, **columns):
+        splits = [s for s, labels in split_labels.items() for _ in labels]
+        labels = [label for labels in split_labels.values() for label in labels]
+        return pd.DataFrame({"case_id": [f"c{i}" for i in range(len(splits))], "split": splits,
+                             "label": labels, **columns})
+
+    task.check_cases(_config(), rows({"train": ["neg", "pos"], "val": ["pos", "neg"]}))
+    with pytest.raises(DataError, match=r"^A classifier's `val` split must hold cases of both classes: "
+                       r"the validation AUC .*Received: 2 `val` cases: neg 0, pos 2$"):
+        task.check_cases(_config(), rows({"train": ["neg", "pos"], "val": ["pos", "pos"]}))
+    softmax = _config(model={"num_classes": 3, "class_names": ["x", "y", "z"]})
+    task.check_cases(softmax, rows({"train": ["x", "y"], "val": ["z", "x"]}))  # two classes suffice
+    with pytest.raises(DataError, match=r"`train` split must hold cases of at least two classes: a "
+                       r"model shown one class learns nothing.*Received: 2 `train` cases: x 0, y 2, z 0$"):
+        task.check_cases(softmax, rows({"train": ["y", "y"], "val": ["z", "x"]}))
+    findings = _config(data={"columns": {"mask": None, "label": None, "findings": ["f", "g"]}},
+                       model={"num_classes": 2, "class_names": ["f", "g"]})
+    # A finding that a small split lacks is allowed; a split without any finding is not.
+    task.check_cases(findings, rows({"train": ["", ""], "val": ["", ""]}, f=["0", "0", "1", "0"],
+                                    g=["1", "0", "0", "0"]))
+    with pytest.raises(DataError, match=r"`val` split must hold cases with a finding and cases "
+                       r"without.*Received: 2 `val` cases: with a finding 0, without 2$"):
+        task.check_cases(findings, rows({"train": ["", ""], "val": ["", ""]}, f=["0", "0", "0", "0"],
+                                        g=["1", "0", "0", "0"]))
+
+
 def test_targets_binary_multiclass_and_findings():
     config = _config()
     rows = pd.DataFrame({"case_id": ["a", "b"], "label": ["pos", "neg"]})

@@ -2,12 +2,16 @@
 
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
 
 import pytest
 
 from kerasmed.training.launcher import free_ports, launch_local_workers, worker_tf_config
 from serving.errors import ConfigError
+from tests.kerasmed.data.test_preprocess_orphans import children, kill_group, survivors
 
 # A worker that prints its TF_CONFIG role, then exits with the code given for its index.
 WORKER = """
@@ -54,3 +58,36 @@ def test_tf_config_and_ports():
     assert spec == {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
     with pytest.raises(ConfigError, match="workers=1"):
         launch_local_workers(["train"], 1)
+
+
+# A launcher of two stand-in workers that, as `kerasmed.cli.main` does, read `KERASMED_PARENT_PID`.
+STANDIN = """
+import time
+from kerasmed.worker_processes import die_with_launcher
+die_with_launcher()
+print("ready", flush=True)
+time.sleep(120)
+"""
+LAUNCHER = f"""
+import sys
+from kerasmed.training.launcher import launch_local_workers
+sys.exit(launch_local_workers([], 2, command=[sys.executable, "-c", {STANDIN!r}]))
+"""
+
+
+def test_workers_die_with_a_launcher_killed_by_sigkill():
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    try:
+        ready = sorted(launcher.stdout.readline() for _ in range(2))
+        assert ready == ["[worker 0] ready\n", "[worker 1] ready\n"]
+        workers = children(launcher.pid)
+        assert len(workers) == 2 and None not in workers.values(), workers
+        os.kill(launcher.pid, signal.SIGKILL)  # no cleanup of its own can run
+        assert launcher.wait(timeout=30) == -signal.SIGKILL
+        alive, seconds = survivors(workers, 10.0)
+        assert not alive and seconds < 2.0, (alive, seconds)  # before issue 16: alive for 120 s
+        assert launcher.stdout.read() == ""  # nothing holds the pipe any more
+    finally:
+        kill_group(launcher.pid)
+        launcher.communicate()

@@ -64,13 +64,19 @@ def test_tf_config_roles():
     assert st.is_chief(_tf_config(2, 0, kind="chief", chief=True))
     with pytest.raises(ConfigError, match="TF_CONFIG.*Received"):
         st.read_tf_config({"TF_CONFIG": "{not json"})
+    with pytest.raises(ConfigError, match=r"`TF_CONFIG` task.index must be an integer from 0 to 2 "):
+        st.task_id(_tf_config(3, 3))  # outside the cluster: trained, wrote nothing, exit 0 before
 
 
 def test_multi_worker_strategy_when_tf_config_names_several_workers(monkeypatch):
     made = []
     monkeypatch.setenv("TF_CONFIG", _tf_config(2, 1)["TF_CONFIG"])
+    # First the wait for the other workers (in Python, bounded, SIGTERM heard), then the port is
+    # handed over to TensorFlow, then the strategy (whose own wait is endless and deaf to SIGTERM).
+    monkeypatch.setattr(st.cluster, "wait_for_peers", lambda: made.append("wait"))
+    monkeypatch.setattr(st.cluster, "release_own_port", lambda: made.append("release"))
     monkeypatch.setattr(st.tf.distribute, "MultiWorkerMirroredStrategy", lambda: made.append(1) or "mwms")
-    assert st.select_strategy() == "mwms" and made == [1]
+    assert st.select_strategy() == "mwms" and made == ["wait", "release", 1]
     monkeypatch.setenv("TF_CONFIG", _tf_config(1, 0)["TF_CONFIG"])  # one worker: nothing to mirror
     assert st.select_strategy() is tf.distribute.get_strategy()
 
