@@ -17,6 +17,7 @@ import pandas as pd
 
 from kerasmed.run import load_run
 from kerasmed.tasks import training_task
+from serving.atomic import atomic_dir
 from serving.errors import ConfigError
 from serving.io import read_image
 from serving.ownership import EXPLAIN_REPORT, check_output_folder, holds_only, write_marker
@@ -78,8 +79,10 @@ def explain_run(run_dir: str | Path, images: list[str | Path], out_dir: str | Pa
     batch = np.concatenate([
         task.runtime.inputs(read_image(p, options=config.data.read), contract).batches[0]
         for p in paths])
-    out.mkdir(parents=True, exist_ok=True)
-    write_marker(out, EXPLAIN_REPORT, "kerasmed explain")
-    return explain_images(runner.model, batch, _names(paths), out,
-                          layer=layer, occlusion=occlusion, patch=patch, stride=stride,
-                          window=tuple(config.model.hu_window), progress=progress)
+    # Written whole into a temporary sibling and renamed over an earlier explanation folder, so a
+    # failure (a full disk, Ctrl-C) leaves the earlier folder, or none, never half of a new one.
+    with atomic_dir(out) as tmp:
+        write_marker(tmp, EXPLAIN_REPORT, "kerasmed explain")
+        return explain_images(runner.model, batch, _names(paths), tmp,
+                              layer=layer, occlusion=occlusion, patch=patch, stride=stride,
+                              window=tuple(config.model.hu_window), progress=progress)

@@ -195,6 +195,7 @@ ISSUE_16 = {
     "4. full disk: evaluate": "cli/evaluate-no-space-left",
     "4. full disk: check-data": "cli/check-data-no-space-left",
     "4. full disk: compare": "cli/compare-no-space-left",
+    "4. full disk: explain": "cli/explain-no-space-left",
     "4. a read-only dataset with the default cache": "cli/preprocess-read-only-dataset-default-cache",
     "4. a complete read-only cache": "cli/preprocess-read-only-complete-cache-is-used-as-it-is",
     "4. a read-only bundle with compare's default output": "cli/compare-read-only-bundle-default-output",

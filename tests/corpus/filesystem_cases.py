@@ -18,6 +18,8 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from export.demo import PROFILES
 from kerasmed.config import load_config
 from serving.errors import DataError
@@ -240,3 +242,27 @@ for _name, _damage in (("truncated", _truncate), ("reshaped", _reshape), ("swapp
                        ("swapped-folders", _swap_folders)):
     case(f"data/cache-{_name}-case-refused-by-load_cache")(
         lambda w, d=_damage: _damaged_cache(w, d))
+
+
+@case("cli/explain-no-space-left")
+def _(w: Work):
+    # A tiny untrained classifier's run; the first overlay PNG passes the 4 KiB limit. Saliency
+    # maps are written into a temporary folder and renamed, so nothing of them is left.
+    import yaml
+
+    from kerasmed.models.registry import build_model
+    from serving.image import Image
+    from serving.io import write_nifti
+
+    raw = yaml.safe_load((CONFIG.parent / "nodule_cls.yaml").read_text())
+    raw["preprocessing"]["size"] = [None, 32, 32]
+    raw["model"].update(context_slices=1, filters=4, depth=2)
+    run = w.run_folder(config=yaml.safe_dump(raw, sort_keys=False).encode(),
+                       model=b"replaced below")
+    build_model("cnn", input_shape=(None, None, 1), filters=4, depth=2).save(run / "model.keras")
+    image = w.path / "patch.nii.gz"
+    array = np.full((1, 32, 32), -800.0, np.float32)
+    array[0, 10:20, 12:22] = 40.0
+    write_nifti(Image(array, spacing=(1.0, 1.0, 1.0)), image)
+    return Cli(("explain", run, image), (f"Cannot write {run / 'explain'}", NO_SPACE),
+               absent=(".tmp-",), in_process=True, file_size_limit=4096)
