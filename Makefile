@@ -12,24 +12,27 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # --no-compile: bytecode for the thousands of TensorFlow modules a run never imports is not needed;
-# it cuts the install by about 40%. Python compiles what a run imports, on first import (unless
-# PYTHONDONTWRITEBYTECODE is set: then every process compiles again). The test suite starts
-# many processes that import TensorFlow (23 s each without bytecode, 12 s with, on a Zen 3), so
-# the dev and bench extras are installed with bytecode.
+# it cuts the install by about 40%. Python compiles what a run imports, on first import, and keeps
+# it, unless PYTHONDONTWRITEBYTECODE is set: then every process compiles again (`import tensorflow`
+# 23 s instead of 12 on a Zen 3). The test suite starts many processes that import TensorFlow, so
+# every target below clears that variable for its own run: the first process writes the
+# bytecode of what it imports into .venv, and the others reuse it.
+NO_PYC_OVERRIDE := PYTHONDONTWRITEBYTECODE=
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[bench]"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/kerasmed demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
+	$(NO_PYC_OVERRIDE) $(BIN)/kerasmed demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
 
 # Most tests spend their time in one thread (tracing, small models, file work), so the suite runs
 # in TEST_WORKERS processes (pytest-xdist); an idle worker steals queued tests from a busy one.
@@ -37,21 +40,21 @@ TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist worksteal
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
+	$(NO_PYC_OVERRIDE) $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 test-slow: $(VENV)/.installed-dev  # the whole suite, slow tests included
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not gpu"
+	$(NO_PYC_OVERRIDE) $(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not gpu"
 
 # Training throughput: tf.data vs in-memory ceiling vs the PyTorch peer -> bench/train.{json,md,png};
 # then DICOM ingestion and cache throughput against that training figure -> bench/ingest.{json,md,png}
 bench: $(VENV)/.installed-bench
-	$(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench --repeats 9 --window 30
-	$(BIN)/kerasmed bench-ingest configs/lung_nodule_seg_2d.yaml --output bench --cases 32 --repeats 5
+	$(NO_PYC_OVERRIDE) $(BIN)/kerasmed bench-train configs/lung_nodule_seg_2d.yaml --output bench --repeats 9 --window 30
+	$(NO_PYC_OVERRIDE) $(BIN)/kerasmed bench-ingest configs/lung_nodule_seg_2d.yaml --output bench --cases 32 --repeats 5
 
 # Validation Dice of the fast profile's budget (22 epochs of 200 steps) over three seeds (float32;
 # about 26 minutes on a 2-core Zen 3).
 bench-seeds: $(VENV)/.installed
-	$(BIN)/kerasmed bench-seeds configs/lung_nodule_seg_2d.yaml --set training.epochs=22 \
+	$(NO_PYC_OVERRIDE) $(BIN)/kerasmed bench-seeds configs/lung_nodule_seg_2d.yaml --set training.epochs=22 \
 	  --set training.steps_per_epoch=200 --seeds 0 1 2 --output bench/seeds
 
 lint: $(VENV)/.installed-dev
