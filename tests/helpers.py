@@ -139,9 +139,10 @@ def folder_digest(folder) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def kerasmed_process(*args, cwd=None, timeout=300, preexec_fn=None):
+def kerasmed_process(*args, cwd=None, timeout=300, preexec_fn=None, env=None):
     """Run the installed `kerasmed` console command as a user types it; returns the result
-    (`preexec_fn`: run in the child before the command starts, e.g. to set a resource limit)."""
+    (`preexec_fn`: run in the child before the command starts, e.g. to set a resource limit;
+    `env`: variables added to this process's environment)."""
     import os
     import subprocess
     import sys
@@ -149,7 +150,8 @@ def kerasmed_process(*args, cwd=None, timeout=300, preexec_fn=None):
 
     command = Path(sys.executable).parent / "kerasmed"
     return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          timeout=timeout,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
                           preexec_fn=preexec_fn)
 
 

@@ -47,6 +47,7 @@ from tests.corpus.harness import (
     Api,
     Work,
     corpus_data,  # noqa: F401 - the fixture the cases ask for
+    limited_env,
     limited_file_size,
     preexec,
 )
@@ -115,7 +116,8 @@ def test_bad_input_is_one_line_and_changes_nothing(case, tmp_path, request, monk
             with limited_file_size(expect.file_size_limit):
                 proc = kerasmed_in_process(capfd, *args)
         else:
-            proc = kerasmed_process(*args, cwd=work, preexec_fn=preexec(expect))
+            proc = kerasmed_process(*args, cwd=work, preexec_fn=preexec(expect),
+                                    env=limited_env(expect))
         assert proc.returncode == expect.code, (proc.returncode, proc.stdout, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         if expect.code == 0:  # a narrower check is no error: it succeeds, stderr stays silent

@@ -64,16 +64,29 @@ class Cli:
 @contextlib.contextmanager
 def limited_file_size(limit: int | None) -> Iterator[None]:
     """Lower this process's RLIMIT_FSIZE soft limit to `limit` bytes in the block (None: no
-    change). Python ignores SIGXFSZ, so a write past it fails with EFBIG instead of killing."""
+    change). Python ignores SIGXFSZ, so a write past it fails with EFBIG instead of killing.
+
+    No bytecode is written in the block: importlib writes a `.pyc` without checking for a short
+    write, and under the limit a module imported there would leave a truncated `.pyc` in the venv
+    that breaks every later import of it ("marshal data too short")."""
     if limit is None:
         yield
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     try:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        sys.dont_write_bytecode = dont_write
+
+
+def limited_env(expect: Cli) -> dict[str, str]:
+    """Environment of a command's subprocess under a file-size limit: no bytecode written (see
+    `limited_file_size`)."""
+    return {"PYTHONDONTWRITEBYTECODE": "1"} if expect.file_size_limit is not None else {}
 
 
 # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER (<linux/capability.h>): what lets root write
