@@ -156,7 +156,7 @@ class _Accumulator:
             nan_count=self.nan,
             inf_count=self.inf,
             agreement=dict(self.agreement.per_case),
-            task_summary=self.agreement.summary(),
+            task_summary={**self.agreement.summary(), **self.agreement.gated_summary(tolerances)},
             task_columns=self.agreement.columns(tolerances),
             task_messages={name: self.agreement.describe(name, tolerances)
                            for name, ok in task_checks.items() if not ok},

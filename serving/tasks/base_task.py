@@ -65,6 +65,10 @@ class Agreement(ABC):
     def summary(self) -> dict[str, Any]:
         """The task-level figures over the cases so far (JSON-ready)."""
 
+    def gated_summary(self, tolerances) -> dict[str, Any]:
+        """Figures that depend on `tolerances` (JSON-ready), recorded beside `summary()`."""
+        return {}
+
     @abstractmethod
     def checks(self, tolerances) -> dict[str, bool]:
         """Pass/fail of each gated task-level criterion under `tolerances`."""

@@ -160,6 +160,9 @@ class ClassificationAgreement(Agreement):
             return 0.0
         return (sum(self.per_case.values()) + self.ties(tolerances)) / len(self.per_case)
 
+    def gated_summary(self, tolerances) -> dict[str, Any]:
+        return {"ties": self.ties(tolerances), "gated_label_agreement": self.gated_agreement(tolerances)}
+
     def checks(self, tolerances) -> dict[str, bool]:
         s, out = self.summary(), {}
         if tolerances.min_label_agreement is not None:

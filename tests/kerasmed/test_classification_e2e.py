@@ -63,7 +63,10 @@ def test_csv_nifti_patches_binary(tmp_path):
     assert summary["sensitivity"] >= 0.9
     parity = json.loads((tmp_path / "runs" / "csv_cls" / "bundle" / "parity" / "parity.json").read_text())
     for key in ("saved_model", "tflite", "onnx"):
-        assert parity["artefacts"][key]["label_agreement"] == 1.0, parity["messages"]
+        art = parity["artefacts"][key]
+        # Every label agrees, or the flips are ties at the threshold (within max_abs of it).
+        assert art["gated_label_agreement"] == 1.0, parity["messages"]
+        assert art["label_agreement"] == 1.0 or art["ties"] >= 1, art
         assert parity["artefacts"][key]["auc_drop"] == pytest.approx(0.0, abs=1e-3)
 
 

@@ -86,6 +86,7 @@ def test_a_flip_at_the_threshold_within_max_abs_is_a_tie_not_a_disagreement():
     assert s["label_agreement"] == 0.5 and s["decision_flip_rate"] == 0.5  # raw figures kept
     assert agreement.checks(Tolerances(max_abs=1e-4)) == {"label_agreement": True}
     assert agreement.columns(Tolerances(max_abs=1e-4))["ties"] == "1"
+    assert agreement.gated_summary(Tolerances(max_abs=1e-4)) == {"ties": 1, "gated_label_agreement": 1.0}
     # The same flip under a tolerance tighter than its distance to the threshold is a flip.
     assert agreement.checks(Tolerances(max_abs=1e-8)) == {"label_agreement": False}
     assert "0 tie(s)" in agreement.describe("label_agreement", Tolerances(max_abs=1e-8))
