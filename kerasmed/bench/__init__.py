@@ -10,7 +10,9 @@ def require_segmentation(config, command: str) -> None:
     Raises:
         ConfigError: naming the task.
     """
-    if config.task != "segmentation":
+    from kerasmed.tasks import training_task
+
+    if not training_task(config.task).has_training_benchmark:
         raise ConfigError(
             f"`kerasmed {command}` measures a segmentation model's training (the U-Net patch "
             f"pipeline against a PyTorch U-Net); use a config with `task: segmentation`. "

@@ -48,6 +48,9 @@ class TrainingTask(ABC):
     monitor_mode: ClassVar[str] = "max"
     # Whether Grad-CAM and occlusion (`kerasmed explain`) apply: they explain a class score.
     explains_class_scores: ClassVar[bool] = False
+    # Whether `kerasmed bench-train` can time this task's training (its patch pipeline against a
+    # PyTorch twin of its model).
+    has_training_benchmark: ClassVar[bool] = False
 
     @property
     def runtime(self) -> RuntimeTask:

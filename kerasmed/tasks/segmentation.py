@@ -34,6 +34,7 @@ class SegmentationTraining(TrainingTask):
     """See the module docstring."""
 
     name = "segmentation"
+    has_training_benchmark = True
     monitor = "val_dice"
 
     def check_config(self, config) -> None:
